@@ -1,0 +1,1 @@
+"""NeuralLog tenant operator."""
