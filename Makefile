@@ -1,0 +1,45 @@
+# A thin wrapper over the project's commands, so that CI, a developer and a new user run the same thing.
+# `make help` lists the targets.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLUSTER := $(BIN)/python -m local_cluster
+export PATH := $(CURDIR)/.cluster/bin:$(CURDIR)/$(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests demo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed ## Create .venv with the project and its development tools
+
+binaries: setup ## Build (or reuse from the cache) etcd, Kubernetes, KWOK, Helm and ct into .cluster/bin
+	$(CLUSTER) build
+
+cluster-up: setup ## Boot the local cluster (idempotent); KUBECONFIG=.cluster/kubeconfig
+	$(CLUSTER) up
+
+cluster-down: setup ## Stop every process of the local cluster (its state stays)
+	$(CLUSTER) down
+
+cluster-status: setup ## Show which processes of the local cluster run
+	$(CLUSTER) status
+
+cluster-destroy: setup ## Stop the local cluster and delete its state (the binary cache stays)
+	$(CLUSTER) destroy
+
+lint: setup ## ruff, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: binaries lint ## Every test tier: unit, charts, post-renderer, local cluster, end to end
+	$(BIN)/pytest

@@ -1,0 +1,154 @@
+"""Builds the local cluster's binaries from their Go modules, once, into a cache outside the checkout.
+
+Versions are pinned in one place: the wrapper modules under ``cluster/tools/<tool>/go.mod``. A tool's cache
+entry is keyed by a hash of its wrapper module, the Go toolchain and the link flags, so a changed pin builds
+again and everything else is reused by later runs and by CI on the same machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
+
+
+def cache_root() -> Path:
+    """Where built binaries live: ``$TENANT_OPERATOR_CACHE`` or the user's cache directory."""
+    explicit = os.environ.get("TENANT_OPERATOR_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "neurallog-tenant-operator"
+
+
+def _kubernetes_ldflags(version: str) -> list[str]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return flags
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One wrapper module under cluster/tools and the binaries built from it."""
+
+    name: str
+    module: str  # the module whose version is the tool's version
+    binaries: dict[str, str]  # output file name -> Go package
+    ldflags: Callable[[str], list[str]]
+
+    @property
+    def directory(self) -> Path:
+        return TOOLS_DIR / self.name
+
+    def version(self) -> str:
+        text = (self.directory / "go.mod").read_text()
+        match = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)} (v\S+)", text, re.MULTILINE)
+        if not match:
+            raise RuntimeError(f"{self.directory}/go.mod does not require {self.module}")
+        return match.group(1)
+
+    def cache_key(self, go_version: str) -> str:
+        digest = hashlib.sha256(go_version.encode())
+        for path in sorted(self.directory.iterdir()):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        version = self.version()
+        digest.update(" ".join(self.ldflags(version)).encode())
+        return f"{self.name}-{version}-{digest.hexdigest()[:12]}"
+
+
+TOOLS = (
+    Tool(
+        "kube",
+        "k8s.io/kubernetes",
+        {
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        },
+        _kubernetes_ldflags,
+    ),
+    Tool("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "."}, lambda _v: []),
+    Tool(
+        "kwok",
+        "sigs.k8s.io/kwok",
+        {"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+        lambda v: [f"-X sigs.k8s.io/kwok/pkg/consts.Version={v.lstrip('v')}"],
+    ),
+    Tool(
+        "helm4",
+        "helm.sh/helm/v4",
+        {"helm": "helm.sh/helm/v4/cmd/helm"},
+        lambda v: [f"-X helm.sh/helm/v4/internal/version.version={v}"],
+    ),
+    Tool(
+        "helm3",
+        "helm.sh/helm/v3",
+        {"helm3": "helm.sh/helm/v3/cmd/helm"},
+        lambda v: [f"-X helm.sh/helm/v3/internal/version.version={v}"],
+    ),
+    Tool(
+        "ct",
+        "github.com/helm/chart-testing/v3",
+        {"ct": "github.com/helm/chart-testing/v3/ct"},
+        lambda v: [f"-X github.com/helm/chart-testing/v3/ct/cmd.Version={v}"],
+    ),
+)
+
+
+def _go_version() -> str:
+    return subprocess.run(["go", "version"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _build(tool: Tool, target: Path) -> None:
+    """Builds every binary of one tool into ``target`` (a fresh directory)."""
+    ldflags = " ".join(["-s", "-w", *tool.ldflags(tool.version())])
+    for output, package in tool.binaries.items():
+        subprocess.run(
+            ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(target / output), package],
+            cwd=tool.directory,
+            check=True,
+        )
+
+
+def ensure_binaries(bin_dir: Path) -> None:
+    """Builds what the cache lacks and links every binary into ``bin_dir``."""
+    go_version = _go_version()
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in TOOLS:
+        entry = cache_root() / "bin" / tool.cache_key(go_version)
+        if not entry.is_dir():
+            print(
+                f"building {tool.name} {tool.version()} (cached in {entry}) ...", file=sys.stderr, flush=True
+            )
+            started = time.monotonic()
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=entry.parent))
+            try:
+                _build(tool, staging)
+                staging.rename(entry)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            print(f"built {tool.name} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+        for output in tool.binaries:
+            link = bin_dir / output
+            link.unlink(missing_ok=True)
+            link.symlink_to(entry / output)

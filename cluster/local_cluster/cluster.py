@@ -1,0 +1,423 @@
+"""A real Kubernetes control plane run as local processes.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the binaries a cluster runs; KWOK
+plays the kubelet of fake nodes so that pods are scheduled and become Ready without a container runtime;
+a small volume provisioner binds PersistentVolumeClaims. Everything lives under one state directory
+(``.cluster`` in the checkout): the kubeconfig, certificates, etcd data, logs, pid files and links to the
+binaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from local_cluster.build import ensure_binaries
+from local_cluster.pki import ensure_pki
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+# Pod addresses KWOK hands out: a range that overlaps neither the service range nor loopback.
+POD_CIDR = "10.244.0.0/16"
+NODE_NAMES = ("kwok-node-0",)
+STORAGE_CLASS = "local"
+PROVISIONER_NAME = "local-cluster.neurallog.io/volume"
+BOOT_TIMEOUT = 90.0
+
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "volume-provisioner",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    kwok: int
+
+    @classmethod
+    def load_or_choose(cls, path: Path) -> Ports:
+        """Ports are chosen once, at first boot, and kept with the cluster's state."""
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        ports = cls(_free_port(), _free_port(), _free_port(), _free_port())
+        path.write_text(json.dumps(ports.__dict__))
+        return ports
+
+
+class LocalCluster:
+    """The local cluster whose state lives in ``state_dir``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir.resolve()
+        self.bin = self.state_dir / "bin"
+        self.pki = self.state_dir / "pki"
+        self.logs = self.state_dir / "logs"
+        self.run_dir = self.state_dir / "run"
+        self.kubeconfig = self.state_dir / "kubeconfig"
+
+    # -- processes ---------------------------------------------------------------------------------------
+
+    def _pid_file(self, component: str) -> Path:
+        return self.run_dir / f"{component}.pid"
+
+    def pid(self, component: str) -> int | None:
+        """The pid of a running component, or None."""
+        try:
+            pid = int(self._pid_file(component).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        # A pid can be reused by an unrelated process after a reboot: check it still runs from our state dir.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if str(self.state_dir).encode() in cmdline else None
+
+    def _start(self, component: str, argv: list[str]) -> None:
+        log = (self.logs / f"{component}.log").open("ab")
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives the command that started it, like a service
+            cwd=self.state_dir,
+        )
+        self._pid_file(component).write_text(str(process.pid))
+
+    def _stop(self, component: str, grace: float = 10.0) -> None:
+        pid = self.pid(component)
+        if pid is not None:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and self.pid(component) is not None:
+                _reap(pid)
+                time.sleep(0.1)
+            if self.pid(component) is not None:
+                os.killpg(pid, signal.SIGKILL)
+                while self.pid(component) is not None:
+                    _reap(pid)
+                    time.sleep(0.05)
+        self._pid_file(component).unlink(missing_ok=True)
+
+    def running(self) -> dict[str, int | None]:
+        return {component: self.pid(component) for component in COMPONENTS}
+
+    # -- health ------------------------------------------------------------------------------------------
+
+    def _api_url(self) -> str:
+        ports = Ports.load_or_choose(self.state_dir / "ports.json")
+        return f"https://127.0.0.1:{ports.apiserver}"
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return context
+
+    def api_healthy(self) -> bool:
+        if not (self.pki / "admin.crt").exists():
+            return False
+        try:
+            with urllib.request.urlopen(
+                f"{self._api_url()}/readyz", context=self._ssl_context(), timeout=2
+            ) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def is_up(self) -> bool:
+        return all(self.running().values()) and self.api_healthy()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Boots the cluster; does nothing when it already runs. Idempotent."""
+        if self.is_up():
+            print(f"local cluster already up: KUBECONFIG={self.kubeconfig}", file=sys.stderr)
+            return
+        self.down()  # a partial cluster (a crashed component) is restarted whole
+        for directory in (self.bin, self.logs, self.run_dir, self.state_dir / "volumes"):
+            directory.mkdir(parents=True, exist_ok=True)
+        ensure_binaries(self.bin)
+        started = time.monotonic()
+        ports = Ports.load_or_choose(self.state_dir / "ports.json")
+        ensure_pki(self.pki, SERVICE_IP)
+        self._write_kubeconfig(ports)
+        self._start_etcd(ports)
+        self._start_apiserver(ports)
+        self._wait(self.api_healthy, "kube-apiserver /readyz")
+        self._start_controllers()
+        self._start_kwok(ports)
+        self._start_provisioner()
+        self._apply_cluster_objects()
+        self._wait(self._nodes_ready, "the KWOK nodes to be Ready")
+        self._wait(self._default_service_account_exists, "the default service account")
+        print(
+            f"local cluster up in {time.monotonic() - started:.1f}s: KUBECONFIG={self.kubeconfig}",
+            file=sys.stderr,
+        )
+
+    def down(self) -> None:
+        """Stops every process of the cluster, the last started first. Keeps its state."""
+        for component in reversed(COMPONENTS):
+            self._stop(component)
+
+    def destroy(self) -> None:
+        """Stops the cluster and deletes its state (etcd data, certificates, volumes); keeps the binaries."""
+        self.down()
+        for child in ("etcd", "pki", "volumes", "logs", "run", "kubeconfig", "ports.json", "kwok.yaml"):
+            path = self.state_dir / child
+            if path.is_dir():
+                subprocess.run(["rm", "-rf", str(path)], check=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def _wait(self, condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not condition():
+            for component, pid in self.running().items():
+                if pid is None:
+                    raise RuntimeError(
+                        f"{component} exited while waiting for {what}; see {self.logs / component}.log"
+                    )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"timed out after {BOOT_TIMEOUT:.0f}s waiting for {what}; logs in {self.logs}"
+                )
+            time.sleep(0.25)
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def _nodes_ready(self) -> bool:
+        result = self.kubectl(
+            "get", "nodes", "-o",
+            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+        )  # fmt: skip
+        return result.returncode == 0 and result.stdout.split() == ["True"] * len(NODE_NAMES)
+
+    def _default_service_account_exists(self) -> bool:
+        return self.kubectl("get", "serviceaccount", "default", "-n", "default").returncode == 0
+
+    # -- components --------------------------------------------------------------------------------------
+
+    def _write_kubeconfig(self, ports: Ports) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{ports.apiserver}",
+                        "certificate-authority": str(self.pki / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate": str(self.pki / "admin.crt"),
+                        "client-key": str(self.pki / "admin.key"),
+                    },
+                }
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "current-context": "local",
+        }
+        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    def _start_etcd(self, ports: Ports) -> None:
+        client = f"http://127.0.0.1:{ports.etcd_client}"
+        peer = f"http://127.0.0.1:{ports.etcd_peer}"
+        self._start(
+            "etcd",
+            [
+                str(self.bin / "etcd"),
+                "--name=local",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=local={peer}",
+                # A throwaway test cluster: durability is not worth an fsync per write on a shared disk.
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=2147483648",
+                "--log-level=warn",
+            ],
+        )
+
+    def _start_apiserver(self, ports: Ports) -> None:
+        pki = self.pki
+        self._start(
+            "kube-apiserver",
+            [
+                str(self.bin / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports.apiserver}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                # The default admission plugins (Pod Security, ResourceQuota, LimitRanger...) stay on.
+                "--allow-privileged=true",
+                # The `kubernetes` Service would point at 127.0.0.1, which Endpoints may not hold.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+            ],
+        )
+
+    def _start_controllers(self) -> None:
+        kubeconfig = f"--kubeconfig={self.kubeconfig}"
+        self._start(
+            "kube-controller-manager",
+            [
+                str(self.bin / "kube-controller-manager"),
+                kubeconfig,
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={self.pki / 'sa.key'}",
+                f"--root-ca-file={self.pki / 'ca.crt'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allocate-node-cidrs=false",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                "--concurrent-gc-syncs=10",
+                "--concurrent-namespace-syncs=10",
+            ],
+        )
+        self._start(
+            "kube-scheduler",
+            [
+                str(self.bin / "kube-scheduler"),
+                kubeconfig,
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+                "--leader-elect=false",
+            ],
+        )
+
+    def _start_kwok(self, ports: Ports) -> None:
+        stages = Path(__file__).with_name("kwok-stages.yaml")
+        self._start(
+            "kwok",
+            [
+                str(self.bin / "kwok"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={stages}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=127.0.0.1",
+                f"--node-port={ports.kwok}",
+                "--node-lease-duration-seconds=40",
+                f"--tls-cert-file={self.pki / 'admin.crt'}",
+                f"--tls-private-key-file={self.pki / 'admin.key'}",
+                f"--server-address=127.0.0.1:{ports.kwok}",
+            ],
+        )
+
+    def _start_provisioner(self) -> None:
+        self._start(
+            "volume-provisioner",
+            [
+                sys.executable,
+                "-m",
+                "local_cluster.provisioner",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--volumes={self.state_dir / 'volumes'}",
+                f"--provisioner={PROVISIONER_NAME}",
+            ],
+        )
+
+    def _apply_cluster_objects(self) -> None:
+        """The fake nodes and the default StorageClass."""
+        nodes = [
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                    },
+                },
+            }
+            for name in NODE_NAMES
+        ]
+        storage_class = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": PROVISIONER_NAME,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": [*nodes, storage_class]})
+        result = self.kubectl("apply", "--server-side", "-f", "-", stdin=manifest)
+        if result.returncode != 0:
+            raise RuntimeError(f"applying the nodes and the StorageClass failed: {result.stderr}")
+
+
+def _reap(pid: int) -> None:
+    """Collects a child that exited, so that it does not linger as a zombie of this process."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
