@@ -1,0 +1,132 @@
+{{/*
+Object names are fixed (redis, neurallog-server, tenant-quota...): a tenant's namespace holds exactly one
+release of this chart, and the guide's commands (svc/neurallog-server, -l app=redis) and the post-renderer
+address the objects by these names. The release name is the tenant's name and appears in the instance label.
+*/}}
+
+{{/* The chart's name, for app.kubernetes.io/name. */}}
+{{- define "tenant.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "tenant.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "tenant.labels" -}}
+helm.sh/chart: {{ include "tenant.chart" . }}
+app.kubernetes.io/name: {{ include "tenant.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: neurallog
+{{- end }}
+
+{{/*
+Selector labels of one component; called with (dict "context" $ "app" "redis"). `app` is the label the
+guide's commands select on; selectors are immutable, so they hold nothing that changes between releases.
+*/}}
+{{- define "tenant.selectorLabels" -}}
+app: {{ .app }}
+app.kubernetes.io/name: {{ include "tenant.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of one component's objects and pods; called with (dict "context" $ "app" "redis" "component" "redis"). */}}
+{{- define "tenant.componentLabels" -}}
+{{ include "tenant.labels" .context }}
+app: {{ .app }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The tenant's display name and description, on the workloads. */}}
+{{- define "tenant.annotations" -}}
+{{- with .Values.displayName }}
+neurallog.io/display-name: {{ . | quote }}
+{{- end }}
+{{- with .Values.description }}
+neurallog.io/description: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Container resources from the spec's {cpu: {limit, request}, memory: {limit, request}}. */}}
+{{- define "tenant.containerResources" -}}
+requests:
+  cpu: {{ .cpu.request | quote }}
+  memory: {{ .memory.request | quote }}
+limits:
+  cpu: {{ .cpu.limit | quote }}
+  memory: {{ .memory.limit | quote }}
+{{- end }}
+
+{{/*
+Security context of every container, admissible under Pod Security "restricted" (tenant namespaces enforce
+it). The pod's securityContext adds the user, group and seccomp profile.
+*/}}
+{{- define "tenant.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Pod security context; called with the user and group id (the same number for both). */}}
+{{- define "tenant.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+fsGroup: {{ . }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+The server's environment: the guide's defaults, each replaced in place by a user entry of the same name, then
+the user's other entries in their order. REDIS_PASSWORD comes first so that later values may refer to it as
+$(REDIS_PASSWORD). Literal values are rendered as strings; valueFrom is passed through as written.
+*/}}
+{{- define "tenant.server.env" -}}
+{{- $defaults := list
+  (dict "name" "REDIS_PASSWORD" "valueFrom" (dict "secretKeyRef" (dict "name" "redis-auth" "key" "password")))
+  (dict "name" "NODE_ENV" "value" "production")
+  (dict "name" "PORT" "value" "3030")
+  (dict "name" "REDIS_URL" "value" "redis://redis:6379")
+  (dict "name" "LOG_LEVEL" "value" "info") -}}
+{{- $user := dict -}}
+{{- range .Values.server.env -}}
+  {{- if hasKey . "valueFrom" -}}
+    {{- $_ := set $user .name (dict "name" .name "valueFrom" .valueFrom) -}}
+  {{- else -}}
+    {{- $_ := set $user .name (dict "name" .name "value" (toString .value)) -}}
+  {{- end -}}
+{{- end -}}
+{{- $env := list -}}
+{{- range $defaults -}}
+  {{- $env = append $env (get $user .name | default .) -}}
+  {{- $_ := unset $user .name -}}
+{{- end -}}
+{{- range .Values.server.env -}}
+  {{- if hasKey $user .name -}}
+    {{- $env = append $env (get $user .name) -}}
+    {{- $_ := unset $user .name -}}
+  {{- end -}}
+{{- end -}}
+{{- toYaml $env -}}
+{{- end }}
+
+{{/* The port the server listens on: PORT of its environment when that is a literal number, else 3030. */}}
+{{- define "tenant.server.port" -}}
+{{- $port := "3030" -}}
+{{- range (include "tenant.server.env" . | fromYamlArray) -}}
+  {{- if and (eq .name "PORT") (hasKey . "value") (regexMatch "^[0-9]+$" (toString .value)) -}}
+    {{- $port = toString .value -}}
+  {{- end -}}
+{{- end -}}
+{{- $port -}}
+{{- end }}

@@ -1,0 +1,200 @@
+"""charts/tenant-operator rendered with `helm template`: least-privilege RBAC, the hardened operator
+Deployment that the guide's commands find, the metrics Service and the admission guard."""
+
+import pytest
+from chart_support import CRD_FILE, OPERATOR_CHART, Doc, Helm, Manifests
+
+RELEASE = "tenant-operator"
+NAMESPACE = "system"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
+ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
+READ = ("get", "list", "watch")
+# Every (API group, resource, verb) the operator may use, and nothing else.
+EXPECTED_PERMISSIONS = {
+    *(("neurallog.io", "tenants", verb) for verb in ("get", "list", "watch", "patch", "update")),
+    ("neurallog.io", "tenants/status", "patch"),
+    ("neurallog.io", "tenants/status", "update"),
+    ("neurallog.io", "tenants/finalizers", "update"),
+    *(("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in READ),
+    *(("", "namespaces", verb) for verb in ("get", "list", "watch", "create", "patch", "delete")),
+    *((group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")),
+    *(
+        ("", resource, verb)
+        for resource in ("resourcequotas", "limitranges", "secrets", "configmaps", "services")
+        for verb in ALL_VERBS
+    ),
+    *(("apps", resource, verb) for resource in ("statefulsets", "deployments") for verb in ALL_VERBS),
+    *(("networking.k8s.io", "networkpolicies", verb) for verb in ALL_VERBS),
+    *(("", resource, verb) for resource in ("pods", "persistentvolumeclaims") for verb in READ),
+    *(("apps", "replicasets", verb) for verb in READ),
+}
+
+
+def render(helm: Helm, values: Doc | None = None) -> Manifests:
+    return helm.template(OPERATOR_CHART, values, release=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.fixture(scope="module")
+def defaults(helm: Helm) -> Manifests:
+    return render(helm)
+
+
+def permissions(cluster_role: Doc) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in cluster_role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_objects(defaults: Manifests) -> None:
+    assert defaults.names() == {
+        ("ServiceAccount", RELEASE),
+        ("ClusterRole", RELEASE),
+        ("ClusterRoleBinding", RELEASE),
+        ("Deployment", "controller-manager"),
+        ("Service", f"{RELEASE}-metrics"),
+        ("ValidatingAdmissionPolicy", f"{RELEASE}-tenant-namespaces"),
+        ("ValidatingAdmissionPolicyBinding", f"{RELEASE}-tenant-namespaces"),
+    }
+    namespaced = [doc for doc in defaults.docs if doc["kind"] in ("ServiceAccount", "Deployment", "Service")]
+    assert {doc["metadata"]["namespace"] for doc in namespaced} == {NAMESPACE}
+
+
+def test_cluster_role_grants_exactly_what_the_operator_uses(defaults: Manifests) -> None:
+    cluster_role = defaults.get("ClusterRole", RELEASE)
+    assert permissions(cluster_role) == EXPECTED_PERMISSIONS
+    for rule in cluster_role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, "no nonResourceURLs, no resourceNames needed"
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+
+
+def test_cluster_role_is_bound_to_the_operators_service_account(defaults: Manifests) -> None:
+    binding = defaults.get("ClusterRoleBinding", RELEASE)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": RELEASE,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    deployment = defaults.get("Deployment", "controller-manager")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == RELEASE
+
+
+def test_deployment_is_what_the_guides_troubleshooting_finds(defaults: Manifests) -> None:
+    deployment = defaults.get("Deployment", "controller-manager")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}, "never two operators at once"
+    assert spec["selector"]["matchLabels"]["control-plane"] == "controller-manager"
+    assert spec["template"]["metadata"]["labels"]["control-plane"] == "controller-manager"
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_operator_container(defaults: Manifests) -> None:
+    pod = defaults.get("Deployment", "controller-manager")["spec"]["template"]["spec"]
+    (manager,) = pod["containers"]
+    assert manager["image"] == "neurallog/tenant-operator:latest"
+    assert manager["imagePullPolicy"] == "IfNotPresent"
+    assert manager["command"] == ["tenant-operator"]
+    assert manager["args"] == ["--zap-log-level=info"]
+    assert {"name": "TENANT_OPERATOR_CONCURRENCY", "value": "4"} in manager["env"]
+    assert manager["ports"] == [
+        {"name": "healthz", "containerPort": 8080},
+        {"name": "metrics", "containerPort": 9090},
+    ]
+    for probe in (manager["livenessProbe"], manager["readinessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert manager["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert manager["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_values_reach_the_container(helm: Helm) -> None:
+    manifests = render(
+        helm,
+        {
+            "logLevel": "debug",
+            "concurrency": 16,
+            "image": {"repository": "registry.example.com/operator", "tag": "1.2.3", "pullPolicy": "Always"},
+            "replicas": 0,
+        },
+    )
+    deployment = manifests.get("Deployment", "controller-manager")
+    (manager,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert manager["args"] == ["--zap-log-level=debug"]
+    assert {"name": "TENANT_OPERATOR_CONCURRENCY", "value": "16"} in manager["env"]
+    assert manager["image"] == "registry.example.com/operator:1.2.3"
+    assert manager["imagePullPolicy"] == "Always"
+    assert deployment["spec"]["replicas"] == 0
+
+
+def test_metrics_service_selects_the_operator(defaults: Manifests) -> None:
+    service = defaults.get("Service", f"{RELEASE}-metrics")["spec"]
+    assert service["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics"}]
+    pod_labels = defaults.get("Deployment", "controller-manager")["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= pod_labels.items()
+
+
+def test_admission_guard_matches_only_the_operator(defaults: Manifests) -> None:
+    policy = defaults.get("ValidatingAdmissionPolicy", f"{RELEASE}-tenant-namespaces")["spec"]
+    (condition,) = policy["matchConditions"]
+    assert f"'{SERVICE_ACCOUNT}'" in condition["expression"]
+    guarded = {
+        resource for rule in policy["matchConstraints"]["resourceRules"] for resource in rule["resources"]
+    }
+    written = {
+        resource for _, resource, verb in EXPECTED_PERMISSIONS if verb in ("create", "update", "delete")
+    }
+    assert guarded == written - {"tenants", "tenants/status", "tenants/finalizers", "events"}
+    binding = defaults.get("ValidatingAdmissionPolicyBinding", f"{RELEASE}-tenant-namespaces")["spec"]
+    assert binding == {"policyName": f"{RELEASE}-tenant-namespaces", "validationActions": ["Deny"]}
+
+
+def test_admission_guard_can_be_turned_off(helm: Helm) -> None:
+    kinds = {doc["kind"] for doc in render(helm, {"tenantNamespaceGuard": {"enabled": False}}).docs}
+    assert not kinds & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
+def test_other_release_names_give_other_cluster_wide_names(helm: Helm) -> None:
+    manifests = helm.template(OPERATOR_CHART, release="neurallog", namespace="operators")
+    assert ("ClusterRole", "neurallog-tenant-operator") in manifests.names()
+    binding = manifests.get("ClusterRoleBinding", "neurallog-tenant-operator")
+    assert binding["subjects"][0]["namespace"] == "operators"
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        pytest.param({"replicas": 2}, "replicas", id="two-replicas-without-peering"),
+        pytest.param({"logLevel": "verbose"}, "logLevel", id="unknown-log-level"),
+        pytest.param({"concurrency": 0}, "concurrency", id="no-concurrency"),
+        pytest.param({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy", id="unknown-pull-policy"),
+        pytest.param({"replica": 1}, "replica", id="typo"),
+    ],
+)
+def test_schema_refuses_bad_values(helm: Helm, values: Doc, named: str) -> None:
+    error = helm.template_error(OPERATOR_CHART, values, release=RELEASE, namespace=NAMESPACE)
+    assert named in error
+
+
+def test_crd_is_the_generated_one_in_crds(helm: Helm) -> None:
+    if not CRD_FILE.exists():
+        pytest.skip(f"{CRD_FILE.relative_to(OPERATOR_CHART.parent.parent)} is generated by `make manifests`")
+    manifests = helm.template(OPERATOR_CHART, release=RELEASE, namespace=NAMESPACE, extra=["--include-crds"])
+    crd = manifests.get("CustomResourceDefinition", "tenants.neurallog.io")
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["kind"] == "Tenant"
