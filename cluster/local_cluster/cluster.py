@@ -206,7 +206,7 @@ class LocalCluster:
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not condition():
             for component, pid in self.running().items():
-                if pid is None:
+                if pid is None and self._pid_file(component).exists():  # started, then exited
                     raise RuntimeError(
                         f"{component} exited while waiting for {what}; see {self.logs / component}.log"
                     )
@@ -330,7 +330,7 @@ class LocalCluster:
                 f"--root-ca-file={self.pki / 'ca.crt'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allocate-node-cidrs=false",
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                "--controllers=*,-nodeipam",
                 "--concurrent-gc-syncs=10",
                 "--concurrent-namespace-syncs=10",
             ],
@@ -361,7 +361,9 @@ class LocalCluster:
                 f"--cidr={POD_CIDR}",
                 "--node-ip=127.0.0.1",
                 f"--node-port={ports.kwok}",
-                "--node-lease-duration-seconds=40",
+                # Heartbeats through node status (kwok-stages.yaml), not leases: a lease left by the previous
+                # boot's KWOK would make this one treat the node as someone else's until it expires.
+                "--node-lease-duration-seconds=0",
                 f"--tls-cert-file={self.pki / 'admin.crt'}",
                 f"--tls-private-key-file={self.pki / 'admin.key'}",
                 f"--server-address=127.0.0.1:{ports.kwok}",
