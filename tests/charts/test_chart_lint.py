@@ -37,7 +37,7 @@ def test_ct_lint(helm: Helm) -> None:
     # ct runs helm, yamllint and yamale from PATH: the tested helm and this virtualenv's tools come first.
     path = os.pathsep.join([str(helm.binary.parent), str(Path(sys.executable).parent), os.environ["PATH"]])
     result = subprocess.run(
-        [str(ct), "lint", "--config", "ct.yaml"],
+        [str(ct), "lint", "--config", "ct.yaml", "--all"],
         cwd=REPO,
         env={**os.environ, "PATH": path},
         capture_output=True,
