@@ -144,7 +144,11 @@ def ensure_binaries(bin_dir: Path) -> None:
             staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=entry.parent))
             try:
                 _build(tool, staging)
-                staging.rename(entry)
+                try:
+                    staging.rename(entry)
+                except OSError:
+                    if not entry.is_dir():  # else another run built the same entry meanwhile
+                        raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             print(f"built {tool.name} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
