@@ -1,0 +1,3 @@
+from tenant_postrender.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,357 @@
+"""The tenant's NetworkPolicies, built from the `networkPolicy` values the chart carries in a ConfigMap.
+
+The chart cannot render these itself without duplicating the security design in templates; instead it carries
+`toJson .Values.networkPolicy` in a ConfigMap annotated `neurallog.io/postrender-input: network-policy`, which
+the post-renderer consumes (it is never applied) and replaces with the policies below. Names are fixed, so
+`kubectl get networkpolicies` reads the same in every tenant:
+
+- `default-deny`: every pod of the namespace, no ingress and no egress unless another policy allows it.
+- `allow-dns`: egress to the cluster DNS only (pods labelled k8s-app=kube-dns in kube-system, UDP and TCP 53).
+  Port 53 to anywhere would also let a tenant talk to any resolver outside the cluster, a known exfiltration
+  path; clusters whose DNS pods carry another label add an `egressRules` entry.
+- `server-to-redis`: the server reaches Redis on 6379. One policy selects both pod sets, redis accepting the
+  server and the server sending to redis, so that the flow is one object; the only extra it admits is server
+  to server on 6379, where nothing listens.
+- `redis-replication`: Redis pods reach each other on 6379 (replicas follow the primary).
+- `allow-namespaces`: the server accepts 3030 from each of `allowedNamespaces`, matched by the namespace's
+  `kubernetes.io/metadata.name` label, which the API server sets and nobody can forge. Absent when the list is
+  empty: a rule with no peers would admit everyone.
+- `ingress-<i>` / `egress-<i>`: `ingressRules[i]` / `egressRules[i]` as written, for the server pods.
+  The labels select pods of the tenant's own namespace: a peer elsewhere is reached through
+  `allowedNamespaces`, so that a rule never opens the tenant to pods another tenant can label. No ports
+  means all ports, as in Kubernetes.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tenant_postrender.stream import Manifest, annotations_of, labels_of, subject_of
+from tenant_postrender.violations import Violation
+
+CARRIER_ANNOTATION = "neurallog.io/postrender-input"
+CARRIER_INPUT = "network-policy"
+CARRIER_KEY = "networkPolicy.json"
+FILENAME_ANNOTATION = "postrenderer.helm.sh/postrender-filename"
+DESCRIPTION_ANNOTATION = "neurallog.io/description"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+MANAGED_BY = "tenant-postrender"
+
+SERVER_PODS = {"app": "neurallog-server"}
+REDIS_PODS = {"app": "redis"}
+SERVER_PORT = 3030
+REDIS_PORT = 6379
+DNS_PORT = 53
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+@dataclass(frozen=True)
+class Port:
+    protocol: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    description: str
+    peer_labels: dict[str, str]
+    ports: tuple[Port, ...]
+
+
+@dataclass(frozen=True)
+class NetworkPolicySettings:
+    """The chart's `networkPolicy` values, defaults as in the Tenant API."""
+
+    enabled: bool = True
+    allowed_namespaces: tuple[str, ...] = ()
+    ingress_rules: tuple[Rule, ...] = ()
+    egress_rules: tuple[Rule, ...] = ()
+
+
+def is_carrier(manifest: Manifest) -> bool:
+    return (
+        manifest.get("kind") == "ConfigMap"
+        and annotations_of(manifest).get(CARRIER_ANNOTATION) == CARRIER_INPUT
+    )
+
+
+class _SettingsReader:
+    """Reads the carried values, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, carrier: Manifest) -> None:
+        self.subject = subject_of(carrier)
+        self.violations: list[Violation] = []
+
+    def refuse(self, field: str, problem: str, fix: str) -> None:
+        self.violations.append(Violation(self.subject, field, problem, fix))
+
+    def settings(self, values: object) -> NetworkPolicySettings:
+        if not isinstance(values, dict):
+            self.refuse("networkPolicy", "is not a mapping", "set networkPolicy to a mapping in the values")
+            return NetworkPolicySettings()
+        known = {"enabled", "allowedNamespaces", "ingressRules", "egressRules"}
+        for key in sorted(set(values) - known):
+            self.refuse(
+                f"networkPolicy.{key}", "is not a known field", f"use only {', '.join(sorted(known))}"
+            )
+        enabled = values.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.refuse("networkPolicy.enabled", f"is {enabled!r}, not a boolean", "set it to true or false")
+        return NetworkPolicySettings(
+            enabled=enabled is not False,
+            allowed_namespaces=self.namespaces(values.get("allowedNamespaces", [])),
+            ingress_rules=self.rules("ingressRules", "from", values.get("ingressRules", [])),
+            egress_rules=self.rules("egressRules", "to", values.get("egressRules", [])),
+        )
+
+    def namespaces(self, names: object) -> tuple[str, ...]:
+        field = "networkPolicy.allowedNamespaces"
+        if not isinstance(names, list):
+            self.refuse(field, "is not a list", "list namespace names, e.g. [monitoring]")
+            return ()
+        for index, name in enumerate(names):
+            if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
+                self.refuse(
+                    f"{field}[{index}]",
+                    f"{name!r} is not a namespace name",
+                    "use a DNS-1123 label: lower-case letters, digits and '-', at most 63 characters",
+                )
+        return tuple(name for name in names if isinstance(name, str))
+
+    def rules(self, key: str, peer_key: str, entries: object) -> tuple[Rule, ...]:
+        field = f"networkPolicy.{key}"
+        if not isinstance(entries, list):
+            self.refuse(field, "is not a list", f"list rules of description, {peer_key} and ports")
+            return ()
+        rules = []
+        for index, entry in enumerate(entries):
+            rule_field = f"{field}[{index}]"
+            if not isinstance(entry, dict):
+                self.refuse(rule_field, "is not a mapping", f"give description, {peer_key} and ports")
+                continue
+            for unknown in sorted(set(entry) - {"description", peer_key, "ports"}):
+                self.refuse(
+                    f"{rule_field}.{unknown}", "is not a known field", f"use description, {peer_key}, ports"
+                )
+            description = entry.get("description", "")
+            if not isinstance(description, str):
+                self.refuse(f"{rule_field}.description", "is not a string", "describe the rule in words")
+                description = ""
+            rules.append(
+                Rule(
+                    description,
+                    self.labels(f"{rule_field}.{peer_key}", entry.get(peer_key, {})),
+                    self.ports(f"{rule_field}.ports", entry.get("ports", [])),
+                )
+            )
+        return tuple(rules)
+
+    def labels(self, field: str, labels: object) -> dict[str, str]:
+        if not isinstance(labels, dict):
+            self.refuse(field, "is not a mapping of pod labels", "write it as {label: value}, e.g. {app: x}")
+            return {}
+        for key, value in labels.items():
+            if not _is_label_key(key):
+                self.refuse(
+                    f"{field}.{key}",
+                    "is not a valid label key",
+                    "use [prefix/]name with a name of at most 63 letters, digits, '-', '_' or '.'",
+                )
+            if not isinstance(value, str) or not (value == "" or _LABEL_NAME.fullmatch(value)):
+                self.refuse(
+                    f"{field}.{key}",
+                    f"{value!r} is not a valid label value",
+                    "quote it as a string of at most 63 letters, digits, '-', '_' or '.'",
+                )
+        return {str(key): str(value) for key, value in labels.items()}
+
+    def ports(self, field: str, ports: object) -> tuple[Port, ...]:
+        if not isinstance(ports, list):
+            self.refuse(field, "is not a list", "list ports as {protocol: TCP, port: 443}")
+            return ()
+        parsed = []
+        for index, entry in enumerate(ports):
+            port_field = f"{field}[{index}]"
+            if not isinstance(entry, dict):
+                self.refuse(port_field, "is not a mapping", "write it as {protocol: TCP, port: 443}")
+                continue
+            protocol, port = entry.get("protocol", "TCP"), entry.get("port")
+            if protocol not in PROTOCOLS:
+                self.refuse(
+                    f"{port_field}.protocol", f"{protocol!r} is not a protocol", "use TCP, UDP or SCTP"
+                )
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                self.refuse(f"{port_field}.port", f"{port!r} is not a port number", "use a number 1-65535")
+                continue
+            parsed.append(Port(str(protocol), port))
+        return tuple(parsed)
+
+
+def _is_label_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return bool(_LABEL_NAME.fullmatch(name))
+
+
+def read_settings(carrier: Manifest) -> tuple[NetworkPolicySettings, list[Violation]]:
+    """The values carried by the ConfigMap, and every reason they cannot be used."""
+    reader = _SettingsReader(carrier)
+    data = carrier.get("data")
+    text = data.get(CARRIER_KEY) if isinstance(data, dict) else None
+    if not isinstance(text, str):
+        reader.refuse(
+            f"data.{CARRIER_KEY}",
+            "is missing",
+            "render it as {{ toJson .Values.networkPolicy }} (charts/tenant does)",
+        )
+        return NetworkPolicySettings(), reader.violations
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        reader.refuse(f"data.{CARRIER_KEY}", f"is not JSON ({error})", "render it with toJson")
+        return NetworkPolicySettings(), reader.violations
+    return reader.settings(values), reader.violations
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where the injected policies go and how they are labelled: after the carrier they replace."""
+
+    namespace: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+    @classmethod
+    def of(cls, carrier: Manifest) -> "_Placement":
+        metadata = carrier.get("metadata") or {}
+        namespace = metadata.get("namespace")
+        labels = {str(key): str(value) for key, value in labels_of(carrier).items()}
+        labels |= {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/part-of": "neurallog"}
+        # Helm 4 maps each post-rendered document back to a template file through this annotation;
+        # the policies belong to the template that carried their values.
+        filename = annotations_of(carrier).get(FILENAME_ANNOTATION)
+        annotations = {FILENAME_ANNOTATION: str(filename)} if filename else {}
+        return cls(namespace if isinstance(namespace, str) else None, labels, annotations)
+
+
+def _policy(placement: _Placement, name: str, spec: dict[str, Any], description: str = "") -> Manifest:
+    metadata: dict[str, Any] = {"name": name}
+    if placement.namespace:
+        metadata["namespace"] = placement.namespace
+    metadata["labels"] = dict(placement.labels)
+    annotations = placement.annotations | ({DESCRIPTION_ANNOTATION: description} if description else {})
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata, "spec": spec}
+
+
+def _ports(*ports: Port) -> list[dict[str, Any]]:
+    return [{"protocol": port.protocol, "port": port.port} for port in ports]
+
+
+def _pods(labels: dict[str, str]) -> dict[str, Any]:
+    return {"podSelector": {"matchLabels": dict(labels)}}
+
+
+def _rule_policy(placement: _Placement, name: str, direction: str, rule: Rule) -> Manifest:
+    peers_key = "from" if direction == "Ingress" else "to"
+    entry: dict[str, Any] = {peers_key: [_pods(rule.peer_labels)]}
+    if rule.ports:
+        entry["ports"] = _ports(*rule.ports)
+    spec = {
+        "podSelector": {"matchLabels": dict(SERVER_PODS)},
+        "policyTypes": [direction],
+        direction.lower(): [entry],
+    }
+    return _policy(placement, name, spec, rule.description)
+
+
+def build_policies(settings: NetworkPolicySettings, carrier: Manifest) -> list[Manifest]:
+    """The designed policies for these settings (none when disabled), in the order they are documented."""
+    if not settings.enabled:
+        return []
+    placement = _Placement.of(carrier)
+    redis_port = _ports(Port("TCP", REDIS_PORT))
+    policies = [
+        _policy(placement, "default-deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        _policy(
+            placement,
+            "allow-dns",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}},
+                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                            }
+                        ],
+                        "ports": _ports(Port("UDP", DNS_PORT), Port("TCP", DNS_PORT)),
+                    }
+                ],
+            },
+        ),
+        _policy(
+            placement,
+            "server-to-redis",
+            {
+                "podSelector": {
+                    "matchExpressions": [
+                        {"key": "app", "operator": "In", "values": [SERVER_PODS["app"], REDIS_PODS["app"]]}
+                    ]
+                },
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [_pods(SERVER_PODS)], "ports": redis_port}],
+                "egress": [{"to": [_pods(REDIS_PODS)], "ports": redis_port}],
+            },
+        ),
+        _policy(
+            placement,
+            "redis-replication",
+            {
+                "podSelector": {"matchLabels": dict(REDIS_PODS)},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [_pods(REDIS_PODS)], "ports": redis_port}],
+                "egress": [{"to": [_pods(REDIS_PODS)], "ports": redis_port}],
+            },
+        ),
+    ]
+    if settings.allowed_namespaces:
+        policies.append(
+            _policy(
+                placement,
+                "allow-namespaces",
+                {
+                    "podSelector": {"matchLabels": dict(SERVER_PODS)},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [
+                        {
+                            "from": [
+                                {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
+                                for name in settings.allowed_namespaces
+                            ],
+                            "ports": _ports(Port("TCP", SERVER_PORT)),
+                        }
+                    ],
+                },
+            )
+        )
+    policies += [
+        _rule_policy(placement, f"ingress-{index}", "Ingress", rule)
+        for index, rule in enumerate(settings.ingress_rules)
+    ]
+    policies += [
+        _rule_policy(placement, f"egress-{index}", "Egress", rule)
+        for index, rule in enumerate(settings.egress_rules)
+    ]
+    return policies

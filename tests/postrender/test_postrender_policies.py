@@ -1,0 +1,224 @@
+"""The NetworkPolicies the post-renderer injects, one test per designed rule."""
+
+from typing import Any
+
+import pytest
+from postrender_builders import (
+    EXAMPLE_NETWORK_POLICY,
+    NAMESPACE,
+    carrier,
+    example_release,
+    policies,
+    read_stream,
+    to_stream,
+    with_filenames,
+)
+
+from tenant_postrender import ValidationFailed, render
+
+SERVER = {"matchLabels": {"app": "neurallog-server"}}
+REDIS = {"matchLabels": {"app": "redis"}}
+
+
+def injected(network_policy: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    return policies(read_stream(render(to_stream(example_release(network_policy=network_policy)))))
+
+
+def test_the_guide_example_gets_every_designed_policy() -> None:
+    assert list(injected()) == [
+        "default-deny",
+        "allow-dns",
+        "server-to-redis",
+        "redis-replication",
+        "allow-namespaces",
+        "ingress-0",
+        "egress-0",
+    ]
+
+
+def test_default_deny_covers_every_pod_both_ways() -> None:
+    assert injected()["default-deny"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_dns_egress_reaches_only_the_cluster_dns() -> None:
+    spec = injected()["allow-dns"]["spec"]
+    assert spec["podSelector"] == {}
+    assert spec["policyTypes"] == ["Egress"]
+    assert spec["egress"] == [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+    ]
+
+
+def test_server_reaches_redis_on_6379_and_redis_accepts_the_server() -> None:
+    spec = injected()["server-to-redis"]["spec"]
+    selected = spec["podSelector"]["matchExpressions"]
+    assert selected == [{"key": "app", "operator": "In", "values": ["neurallog-server", "redis"]}]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [
+        {"from": [{"podSelector": SERVER}], "ports": [{"protocol": "TCP", "port": 6379}]}
+    ]
+    assert spec["egress"] == [{"to": [{"podSelector": REDIS}], "ports": [{"protocol": "TCP", "port": 6379}]}]
+
+
+def test_redis_pods_replicate_among_themselves() -> None:
+    spec = injected()["redis-replication"]["spec"]
+    assert spec["podSelector"] == REDIS
+    assert spec["ingress"] == [
+        {"from": [{"podSelector": REDIS}], "ports": [{"protocol": "TCP", "port": 6379}]}
+    ]
+    assert spec["egress"] == [{"to": [{"podSelector": REDIS}], "ports": [{"protocol": "TCP", "port": 6379}]}]
+
+
+def test_allowed_namespaces_reach_the_server_by_their_name_label() -> None:
+    spec = injected()["allow-namespaces"]["spec"]
+    assert spec["podSelector"] == SERVER
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["ingress"] == [
+        {
+            "from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "default"}}},
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+            ],
+            "ports": [{"protocol": "TCP", "port": 3030}],
+        }
+    ]
+
+
+def test_no_allowed_namespaces_means_no_policy_rather_than_an_open_one() -> None:
+    assert "allow-namespaces" not in injected(EXAMPLE_NETWORK_POLICY | {"allowedNamespaces": []})
+
+
+def test_ingress_rule_is_applied_as_written_to_the_server() -> None:
+    policy = injected()["ingress-0"]
+    assert policy["metadata"]["annotations"]["neurallog.io/description"] == "Allow monitoring tools"
+    assert policy["spec"] == {
+        "podSelector": SERVER,
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+                "ports": [{"protocol": "TCP", "port": 3030}],
+            }
+        ],
+    }
+
+
+def test_egress_rule_is_applied_as_written_to_the_server() -> None:
+    policy = injected()["egress-0"]
+    assert policy["metadata"]["annotations"]["neurallog.io/description"] == "Allow external API access"
+    assert policy["spec"] == {
+        "podSelector": SERVER,
+        "policyTypes": ["Egress"],
+        "egress": [
+            {
+                "to": [{"podSelector": {"matchLabels": {"app": "external-api"}}}],
+                "ports": [{"protocol": "TCP", "port": 443}],
+            }
+        ],
+    }
+
+
+def test_each_rule_gets_its_own_policy_and_a_rule_without_ports_opens_all_ports() -> None:
+    rules = [
+        {"description": "a", "from": {"app": "a"}, "ports": [{"protocol": "UDP", "port": 9000}]},
+        {"description": "b", "from": {"app": "b", "tier": "web"}},
+    ]
+    found = injected(EXAMPLE_NETWORK_POLICY | {"ingressRules": rules, "egressRules": []})
+    assert [name for name in found if name.startswith(("ingress-", "egress-"))] == ["ingress-0", "ingress-1"]
+    second = found["ingress-1"]["spec"]["ingress"]
+    assert second == [{"from": [{"podSelector": {"matchLabels": {"app": "b", "tier": "web"}}}]}]
+
+
+def test_disabled_injects_nothing_and_still_consumes_the_carrier() -> None:
+    objects = read_stream(render(to_stream(example_release(network_policy={"enabled": False}))))
+    assert policies(objects) == {}
+    assert not [obj for obj in objects if obj["kind"] == "ConfigMap"]
+
+
+def test_defaults_from_the_api_apply_to_missing_keys() -> None:
+    assert list(injected({})) == ["default-deny", "allow-dns", "server-to-redis", "redis-replication"]
+
+
+def test_policies_are_labelled_namespaced_and_take_the_carriers_place() -> None:
+    objects = read_stream(render(to_stream(example_release())))
+    assert objects[0]["metadata"]["name"] == "default-deny"
+    assert all(obj["kind"] != "ConfigMap" for obj in objects)
+    for policy in policies(objects).values():
+        assert policy["metadata"]["namespace"] == NAMESPACE
+        labels = policy["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "tenant-postrender"
+        assert labels["app.kubernetes.io/part-of"] == "neurallog"
+        assert labels["app.kubernetes.io/instance"] == "sample-tenant"
+
+
+def test_helm4_filename_annotation_of_the_carrier_goes_to_the_policies() -> None:
+    objects = read_stream(render(to_stream(with_filenames(example_release()))))
+    carrier_file = "tenant/templates/configmap-tenant-network-policy.yaml"
+    for policy in policies(objects).values():
+        assert policy["metadata"]["annotations"]["postrenderer.helm.sh/postrender-filename"] == carrier_file
+
+
+@pytest.mark.parametrize(
+    ("network_policy", "field", "problem"),
+    [
+        ({"enabled": "yes"}, "networkPolicy.enabled", "not a boolean"),
+        ({"allowedNamespaces": ["Monitoring"]}, "networkPolicy.allowedNamespaces[0]", "not a namespace name"),
+        ({"allowedNamespaces": "default"}, "networkPolicy.allowedNamespaces", "not a list"),
+        (
+            {"ingressRules": [{"from": {"app": "x"}, "ports": [{"port": 0}]}]},
+            "ingressRules[0].ports[0].port",
+            "",
+        ),
+        (
+            {"egressRules": [{"to": {"app": "x"}, "ports": [{"protocol": "ICMP", "port": 1}]}]},
+            "egressRules[0].ports[0].protocol",
+            "not a protocol",
+        ),
+        (
+            {"ingressRules": [{"from": {"app": "has space"}}]},
+            "ingressRules[0].from.app",
+            "not a valid label value",
+        ),
+        ({"ingressRules": [{"from": {"-bad": "x"}}]}, "ingressRules[0].from.-bad", "not a valid label key"),
+        ({"ingressRules": [{"to": {"app": "x"}}]}, "ingressRules[0].to", "not a known field"),
+        ({"allowedNamespace": ["default"]}, "networkPolicy.allowedNamespace", "not a known field"),
+    ],
+)
+def test_bad_network_policy_values_are_refused_with_the_field(
+    network_policy: dict[str, Any], field: str, problem: str
+) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        render(to_stream(example_release(network_policy=network_policy)))
+    [violation] = refused.value.violations
+    assert violation.subject == "ConfigMap/tenant-network-policy"
+    assert field in violation.field
+    assert problem in violation.problem
+    assert violation.fix
+
+
+def test_carrier_that_is_not_json_is_refused() -> None:
+    broken = carrier()
+    broken["data"]["networkPolicy.json"] = "{enabled: true"
+    release = example_release()
+    release[0] = broken
+    with pytest.raises(ValidationFailed, match="is not JSON"):
+        render(to_stream(release))
+
+
+def test_a_chart_policy_named_like_an_injected_one_is_refused() -> None:
+    clash = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": example_release()[1]["metadata"] | {"name": "default-deny"},
+        "spec": {"podSelector": {}},
+    }
+    with pytest.raises(ValidationFailed, match="clashes with a policy the post-renderer injects"):
+        render(to_stream([*example_release(), clash]))
