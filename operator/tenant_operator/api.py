@@ -323,18 +323,18 @@ class ServerSpec(ApiModel):
 
 _REDIS_CONFIG_RULES: list[JsonValue] = [
     cel(
-        "!has(self['maxmemory-policy']) || self['maxmemory-policy'] in " + repr(list(MAXMEMORY_POLICIES)),
+        "!('maxmemory-policy' in self) || self['maxmemory-policy'] in " + repr(list(MAXMEMORY_POLICIES)),
         "maxmemory-policy must be one of " + ", ".join(MAXMEMORY_POLICIES),
         field_path="['maxmemory-policy']",
-        reason="FieldValueNotSupported",
+        reason="FieldValueInvalid",
     ),
     cel(
-        "!has(self.maxmemory) || self.maxmemory.matches('" + REDIS_MEMORY_PATTERN + "')",
+        "self.all(k, k != 'maxmemory' || self[k].matches(r'" + REDIS_MEMORY_PATTERN + "'))",
         "maxmemory must be a size such as 256mb, 1gb or 1048576",
         field_path=".maxmemory",
     ),
     cel(
-        "self.all(k, k.matches('" + REDIS_KEY_PATTERN + "'))",
+        "self.all(k, k.matches(r'" + REDIS_KEY_PATTERN + "'))",
         "keys must be redis.conf directives in lower case, such as appendonly",
     ),
     cel(
@@ -401,7 +401,7 @@ class Port(ApiModel):
 
 _LABELS_RULES: list[JsonValue] = [
     cel(
-        "self.all(k, size(k) <= 317 && k.matches('" + LABEL_KEY_PATTERN + "'))",
+        "self.all(k, size(k) <= 317 && k.matches(r'" + LABEL_KEY_PATTERN + "'))",
         "keys must be label keys such as app or example.com/role",
     )
 ]
@@ -510,12 +510,20 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0)
 
 
+ReleaseState = Literal["Pending", "Installing", "Deployed", "Failed"]
+
+
 class ReleaseStatus(ApiModel):
     """The Helm release of charts/tenant that holds the tenant's objects."""
 
     name: str = ""
     revision: int = Field(default=0, ge=0)
     chart_version: str = ""
+    state: ReleaseState = Field(default="Pending", description="Where the last `helm upgrade --install` got.")
+    reason: str = Field(
+        default="", max_length=128, description="Why the last Helm command failed, in one word."
+    )
+    message: str = Field(default="", max_length=32768, description="What went wrong, secrets redacted.")
     applied_hash: str = Field(default="", description="Digest of the values and chart last installed.")
 
 
@@ -560,7 +568,7 @@ ROOT_RULES: list[JsonValue] = [
         reason="FieldValueInvalid",
     ),
     cel(
-        "self.metadata.name.matches('" + DNS1123_LABEL_PATTERN + "')",
+        "self.metadata.name.matches(r'" + DNS1123_LABEL_PATTERN + "')",
         "metadata.name must be a DNS-1123 label (lower case letters, digits and '-'; no '.'),"
         f" so that {NAMESPACE_PREFIX}<name> is a namespace name",
         reason="FieldValueInvalid",
