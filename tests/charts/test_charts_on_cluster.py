@@ -47,14 +47,19 @@ def ready_pods(kube: Any, namespace: str, app: str) -> list[str]:
     ]
 
 
-def test_the_guides_example_installs_and_runs(kube: Any, tenant_namespace: str) -> None:
+@pytest.mark.parametrize("helm_tool", ["helm", "helm3"])
+def test_the_guides_example_installs_and_runs(kube: Any, tenant_namespace: str, helm_tool: str) -> None:
     namespace = tenant_namespace
     release = unique_name("sample-tenant")
+
+    def helm(*args: str, check: bool = True) -> Any:
+        return kube.run(helm_tool, *args, check=check)
+
     # The example's API_KEY comes from this Secret, which the tenant provides.
     kube.kubectl(
         "create", "secret", "generic", "tenant-secrets", "--from-literal=api-key=test", "-n", namespace
     )
-    kube.helm("install", release, str(TENANT_CHART), "-n", namespace, "-f", str(EXAMPLE_VALUES))
+    helm("install", release, str(TENANT_CHART), "-n", namespace, "-f", str(EXAMPLE_VALUES))
     try:
         kube.kubectl("rollout", "status", "statefulset/redis", "-n", namespace, "--timeout=180s")
         kube.kubectl("rollout", "status", "deployment/neurallog-server", "-n", namespace, "--timeout=180s")
@@ -82,7 +87,7 @@ def test_the_guides_example_installs_and_runs(kube: Any, tenant_namespace: str) 
         }
 
         password = redis_password(kube, namespace)
-        kube.helm("upgrade", release, str(TENANT_CHART), "-n", namespace, "-f", str(EXAMPLE_VALUES))
+        helm("upgrade", release, str(TENANT_CHART), "-n", namespace, "-f", str(EXAMPLE_VALUES))
         assert redis_password(kube, namespace) == password, "an upgrade must keep the Redis password"
     finally:
-        kube.helm("uninstall", release, "-n", namespace, check=False)
+        helm("uninstall", release, "-n", namespace, check=False)
