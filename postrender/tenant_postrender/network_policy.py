@@ -13,7 +13,8 @@ the post-renderer consumes (it is never applied) and replaces with the policies 
   server and the server sending to redis, so that the flow is one object; the only extra it admits is server
   to server on 6379, where nothing listens.
 - `redis-replication`: Redis pods reach each other on 6379 (replicas follow the primary).
-- `allow-namespaces`: the server accepts 3030 from each of `allowedNamespaces`, matched by the namespace's
+- `allow-namespaces`: the server accepts its port (3030 unless the tenant's PORT moves it) from each of
+  `allowedNamespaces`, matched by the namespace's
   `kubernetes.io/metadata.name` label, which the API server sets and nobody can forge. Absent when the list is
   empty: a rule with no peers would admit everyone.
 - `ingress-<i>` / `egress-<i>`: `ingressRules[i]` / `egressRules[i]` as written, for the server pods.
@@ -24,11 +25,13 @@ the post-renderer consumes (it is never applied) and replaces with the policies 
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tenant_postrender.stream import Manifest, annotations_of, labels_of, subject_of
+from tenant_postrender.stream import Manifest, annotations_of, labels_of, name_of, subject_of
 from tenant_postrender.violations import Violation
+from tenant_postrender.workloads import containers, pod_template
 
 CARRIER_ANNOTATION = "neurallog.io/postrender-input"
 CARRIER_INPUT = "network-policy"
@@ -274,7 +277,27 @@ def _rule_policy(placement: _Placement, name: str, direction: str, rule: Rule) -
     return _policy(placement, name, spec, rule.description)
 
 
-def build_policies(settings: NetworkPolicySettings, carrier: Manifest) -> list[Manifest]:
+def server_port(manifests: Iterable[Manifest]) -> int:
+    """The port the server listens on, as its Deployment declares it (the tenant's PORT env moves it)."""
+    for manifest in manifests:
+        template = pod_template(manifest)
+        if (
+            manifest.get("kind") != "Deployment"
+            or name_of(manifest) != "neurallog-server"
+            or template is None
+        ):
+            continue
+        for field, container in containers(template.spec):
+            ports = container.get("ports")
+            for port in ports if field.startswith("containers") and isinstance(ports, list) else []:
+                if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
+                    return int(port["containerPort"])
+    return SERVER_PORT
+
+
+def build_policies(
+    settings: NetworkPolicySettings, carrier: Manifest, listen_port: int = SERVER_PORT
+) -> list[Manifest]:
     """The designed policies for these settings (none when disabled), in the order they are documented."""
     if not settings.enabled:
         return []
@@ -340,7 +363,7 @@ def build_policies(settings: NetworkPolicySettings, carrier: Manifest) -> list[M
                                 {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
                                 for name in settings.allowed_namespaces
                             ],
-                            "ports": _ports(Port("TCP", SERVER_PORT)),
+                            "ports": _ports(Port("TCP", listen_port)),
                         }
                     ],
                 },

@@ -4,7 +4,7 @@ from collections.abc import Collection
 
 from tenant_postrender import stream
 from tenant_postrender.budget import QUOTA_NAME, check_budget
-from tenant_postrender.network_policy import build_policies, is_carrier, read_settings
+from tenant_postrender.network_policy import build_policies, is_carrier, read_settings, server_port
 from tenant_postrender.stream import Document, Manifest, name_of
 from tenant_postrender.validate import check_object
 from tenant_postrender.violations import ValidationFailed, Violation
@@ -89,7 +89,8 @@ def render(text: str, *, allowed_registries: Collection[str] | None = None) -> s
     if carriers:
         settings, problems = read_settings(carriers[0].manifest)
         violations += problems
-        policies = build_policies(settings, carriers[0].manifest)
+        listen_port = server_port(document.manifest for document in documents)
+        policies = build_policies(settings, carriers[0].manifest, listen_port)
     for document in documents:
         if not is_carrier(document.manifest):
             for obj in stream.objects_of(document.manifest):

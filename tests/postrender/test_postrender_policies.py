@@ -222,3 +222,11 @@ def test_a_chart_policy_named_like_an_injected_one_is_refused() -> None:
     }
     with pytest.raises(ValidationFailed, match="clashes with a policy the post-renderer injects"):
         render(to_stream([*example_release(), clash]))
+
+
+def test_allowed_namespaces_reach_the_port_the_server_listens_on() -> None:
+    release = example_release()
+    [server] = [obj for obj in release if obj["kind"] == "Deployment"]
+    server["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": 8080}]
+    spec = policies(read_stream(render(to_stream(release))))["allow-namespaces"]["spec"]
+    assert spec["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
