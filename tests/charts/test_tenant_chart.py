@@ -66,6 +66,7 @@ CI_CASES = sorted((TENANT_CHART / "ci").glob("*-values.yaml"))
 
 
 def container(manifests: Manifests, kind: str, name: str) -> Doc:
+    only: Doc
     (only,) = manifests.get(kind, name)["spec"]["template"]["spec"]["containers"]
     return only
 
