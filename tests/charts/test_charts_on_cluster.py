@@ -1,8 +1,11 @@
-"""The charts on a real API server: every rendered manifest passes a server-side dry run (admitted under Pod
-Security `restricted`), and charts/tenant installed with the guide's example runs."""
+"""The charts on a real API server: every rendered manifest, with and without the post-renderer, passes a
+server-side dry run (admitted under Pod Security `restricted`), and charts/tenant installed with the guide's
+example runs."""
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,26 @@ def test_rendered_manifests_pass_a_server_side_dry_run(
     result = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=manifests.text(), check=False)
     assert result.returncode == 0, result.stderr
     # The namespace warns about (and enforces) Pod Security `restricted`.
+    assert "PodSecurity" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "case", sorted((TENANT_CHART / "ci").glob("*-values.yaml")), ids=lambda path: path.stem
+)
+def test_post_rendered_manifests_pass_a_server_side_dry_run(
+    kube: Any, helm: Helm, tenant_namespace: str, case: Path
+) -> None:
+    """What the operator installs: the chart through the post-renderer, with its NetworkPolicies."""
+    postrenderer = Path(sys.executable).parent / "tenant-postrender"
+    if not postrenderer.exists():
+        pytest.skip("tenant-postrender is not installed in this virtualenv")
+    manifests = helm.template(TENANT_CHART, values_files=[case], namespace=tenant_namespace)
+    rendered = subprocess.run(
+        [str(postrenderer)], input=manifests.text(), capture_output=True, text=True, check=False, timeout=60
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    result = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered.stdout, check=False)
+    assert result.returncode == 0, result.stderr
     assert "PodSecurity" not in result.stderr, result.stderr
 
 
