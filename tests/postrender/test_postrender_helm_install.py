@@ -1,0 +1,118 @@
+"""`helm install` of charts/tenant with the guide's example values through the post-renderer, on the cluster:
+with Helm 4 (the plugin) and Helm 3 (the executable). The designed NetworkPolicies exist and the pods become
+Ready in a namespace that enforces Pod Security `restricted`; a release over budget is refused whole."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from postrender_helm import CHART, EXAMPLE_VALUES, HELM3, HELM4, POSTRENDERER, HelmTool, IsolatedHelm
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLE_POLICIES = {
+    "default-deny",
+    "allow-dns",
+    "server-to-redis",
+    "redis-replication",
+    "allow-namespaces",
+    "ingress-0",
+    "egress-0",
+}
+
+
+@pytest.fixture(params=[HELM4, HELM3], ids=str)
+def tenant(
+    request: pytest.FixtureRequest, kube: Any, tmp_path: Path
+) -> Iterator[tuple[IsolatedHelm, str, str]]:
+    """(helm, release, namespace): a fresh tenant namespace as the operator makes it, removed afterwards."""
+    tool: HelmTool = request.param
+    # A fresh name each time: the namespace of the previous test may still be terminating.
+    release = f"postrender-{tool.executable}-{uuid.uuid4().hex[:8]}"
+    namespace = f"tenant-{release}"
+    kube.kubectl("create", "namespace", namespace)
+    kube.kubectl(
+        "label",
+        "namespace",
+        namespace,
+        f"neurallog.io/tenant={release}",
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
+    # The guide's example takes API_KEY from this Secret.
+    kube.kubectl("create", "secret", "generic", "tenant-secrets", "-n", namespace, "--from-literal=api-key=k")
+    helm = IsolatedHelm(tool, tmp_path, kube.env)
+    yield helm, release, namespace
+    helm.run("uninstall", release, "-n", namespace, "--wait", check=False)
+    kube.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def install(
+    helm: IsolatedHelm, release: str, namespace: str, *args: str, check: bool = True, command: str = "install"
+) -> tuple[int, str]:
+    result = helm.run(
+        command,
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        "-f",
+        str(EXAMPLE_VALUES),
+        "--post-renderer",
+        POSTRENDERER,
+        "--wait",
+        "--timeout",
+        "5m",
+        *args,
+        check=check,
+    )
+    return result.returncode, result.stderr
+
+
+def items(kube: Any, kind: str, namespace: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads(kube.kubectl("get", kind, "-n", namespace, "-o", "json").stdout)[
+        "items"
+    ]
+    return found
+
+
+def test_the_guide_example_installs_with_its_network_policies_and_ready_pods(
+    kube: Any, tenant: tuple[IsolatedHelm, str, str]
+) -> None:
+    helm, release, namespace = tenant
+    install(helm, release, namespace)
+    policies = {policy["metadata"]["name"]: policy for policy in items(kube, "networkpolicies", namespace)}
+    assert set(policies) == EXAMPLE_POLICIES
+    assert policies["allow-namespaces"]["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+        for name in ("default", "monitoring")
+    ]
+    assert "tenant-network-policy" not in {
+        config["metadata"]["name"] for config in items(kube, "configmaps", namespace)
+    }
+    kube.kubectl("wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=300s")
+    pods = items(kube, "pods", namespace)
+    assert sorted(pod["metadata"]["labels"]["app"] for pod in pods) == [
+        "neurallog-server",
+        "neurallog-server",
+        "redis",
+    ]
+    # The policies are part of the release: an upgrade that drops a rule removes its policy.
+    manifest = helm.run("get", "manifest", release, "-n", namespace).stdout
+    assert manifest.count("kind: NetworkPolicy") == len(EXAMPLE_POLICIES)
+    install(helm, release, namespace, "--set-json", "networkPolicy.egressRules=[]", command="upgrade")
+    remaining = {policy["metadata"]["name"] for policy in items(kube, "networkpolicies", namespace)}
+    assert remaining == EXAMPLE_POLICIES - {"egress-0"}
+
+
+def test_a_release_over_budget_is_refused_and_nothing_is_applied(
+    kube: Any, tenant: tuple[IsolatedHelm, str, str]
+) -> None:
+    helm, release, namespace = tenant
+    code, stderr = install(helm, release, namespace, "--set", "server.replicas=10", check=False)
+    assert code != 0
+    assert "requests.cpu: the workloads request 5200m in total but the quota allows 2" in stderr
+    assert items(kube, "deployments,statefulsets,networkpolicies,resourcequotas", namespace) == []
+    assert helm.run("list", "-n", namespace, "-q").stdout.strip() == ""
