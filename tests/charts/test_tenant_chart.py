@@ -10,6 +10,8 @@ import pytest
 import yaml
 from chart_support import SAMPLE_TENANT, TENANT_CHART, TENANT_SCHEMA, Doc, Helm, Manifests, sample_tenant
 
+from tenant_operator.api import TenantSpec
+
 # The guide's defaults ("Configuration Options"), and the tenant budget of the contract (the guide has none).
 GUIDE_DEFAULTS: Doc = {
     "displayName": "",
@@ -93,6 +95,11 @@ def example(helm: Helm) -> Manifests:
 
 def test_values_yaml_holds_exactly_the_guides_defaults() -> None:
     assert yaml.safe_load((TENANT_CHART / "values.yaml").read_text()) == GUIDE_DEFAULTS
+
+
+def test_values_yaml_is_the_api_models_defaults() -> None:
+    """One source of truth: the operator's models, given only the required displayName, say the same."""
+    assert TenantSpec.model_validate({"displayName": ""}).to_values() == GUIDE_DEFAULTS
 
 
 def test_the_example_values_case_is_the_spec_of_the_sample_tenant() -> None:
