@@ -1,0 +1,66 @@
+"""`python -m tenant_operator` / `tenant-operator`: run the operator against the cluster of the environment
+(in-cluster service account, else KUBECONFIG)."""
+
+import argparse
+import logging
+import sys
+
+import kopf
+
+from tenant_operator import handlers, metrics
+from tenant_operator.context import MEMO_KEY, Context
+from tenant_operator.settings import Settings
+
+# zap's levels (the guide's `--zap-log-level`), as Python's; a number means zap's verbose debug levels.
+ZAP_LEVELS = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning", "error": "error"}
+ZAP_LEVELS |= dict.fromkeys(("dpanic", "panic", "fatal"), "error")
+
+
+def zap_level(value: str) -> str:
+    """The log level that a `--zap-log-level` value stands for."""
+    if value.isdigit():
+        return "debug" if int(value) > 0 else "info"
+    try:
+        return ZAP_LEVELS[value.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"unknown level {value!r}: use debug, info, warn or error") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tenant-operator",
+        description="The NeuralLog Tenant Operator (settings: TENANT_OPERATOR_* environment variables).",
+    )
+    parser.add_argument(
+        "--zap-log-level", type=zap_level, help="debug, info, warn or error (TENANT_OPERATOR_LOG_LEVEL)"
+    )
+    parser.add_argument(
+        "--log-format", choices=["json", "text"], help="log format (TENANT_OPERATOR_LOG_FORMAT)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    settings = Settings.from_env()
+    overrides = {"log_level": options.zap_log_level, "log_format": options.log_format}
+    settings = settings.model_copy(update={key: value for key, value in overrides.items() if value})
+    kopf.configure(
+        debug=settings.log_level == "debug",
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger().setLevel(settings.log_level.upper())
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    metrics.serve(settings.metrics_port)
+    assert handlers.TENANTS  # the handlers register themselves with kopf when imported
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        memo=kopf.Memo({MEMO_KEY: Context.create(settings)}),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

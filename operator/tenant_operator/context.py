@@ -1,0 +1,38 @@
+"""What every handler works with, made once at start: settings, Helm, API client, status reporter."""
+
+from dataclasses import dataclass
+
+import kopf
+
+from tenant_operator.kube import Kube, load_configuration
+from tenant_operator.release import Helm
+from tenant_operator.reporting import Reporter
+from tenant_operator.settings import Settings
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    helm: Helm
+    kube: Kube
+    reporter: Reporter
+
+    @classmethod
+    def create(cls, settings: Settings) -> "Context":
+        kube = Kube(load_configuration())
+        return cls(
+            settings=settings,
+            helm=Helm(settings),
+            kube=kube,
+            reporter=Reporter(kube, settings.secret_recheck_seconds),
+        )
+
+
+MEMO_KEY = "tenant_operator"
+
+
+def from_memo(memo: kopf.Memo) -> Context:
+    """The context that `main` put into kopf's memo."""
+    context = memo[MEMO_KEY]
+    assert isinstance(context, Context)
+    return context

@@ -1,0 +1,53 @@
+"""Delete: uninstall the release, delete the namespace, wait until it is gone; then kopf drops the finalizer.
+
+Runs as well for a Tenant deleted while the operator was stopped: the finalizer kept it until now.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from tenant_operator import events
+from tenant_operator.api import namespace_for
+from tenant_operator.context import Context
+from tenant_operator.release import HelmError
+
+logger = logging.getLogger(__name__)
+
+# How long one deletion attempt waits for the namespace before it lets kopf retry (and say so in the log).
+NAMESPACE_WAIT_SECONDS = 120
+
+
+async def delete(context: Context, body: Mapping[str, Any]) -> None:
+    """Uninstall, delete the namespace and wait (a while) for it to go; TemporaryError to wait longer."""
+    name = body["metadata"]["name"]
+    namespace = namespace_for(name)
+    await context.reporter.report(name)
+    try:
+        existing = await context.kube.get_namespace(namespace)
+        if existing is not None and not existing["metadata"].get("deletionTimestamp"):
+            if await context.helm.uninstall(name, namespace):
+                events.post(body, "Normal", "Uninstalled", f"Uninstalled release {name}")
+            await context.kube.delete_namespace(namespace)
+            events.post(body, "Normal", "DeletingNamespace", f"Deleting namespace {namespace}")
+            existing = await context.kube.get_namespace(namespace)
+    except HelmError as error:
+        events.post(body, "Warning", error.reason, error.message)
+        raise kopf.TemporaryError(f"uninstall: {error.message}", delay=10) from None
+    except ApiException as error:
+        raise kopf.TemporaryError(f"namespace {namespace}: {error.reason}", delay=10) from error
+    deadline = time.monotonic() + NAMESPACE_WAIT_SECONDS
+    while existing is not None and time.monotonic() < deadline:
+        await asyncio.sleep(context.settings.namespace_poll_seconds)
+        existing = await context.kube.get_namespace(namespace)
+    if existing is not None:
+        raise kopf.TemporaryError(
+            f"waiting for namespace {namespace} to be deleted", delay=context.settings.namespace_poll_seconds
+        )
+    events.post(body, "Normal", "Deleted", f"Namespace {namespace} is gone")
+    context.reporter.forget(name)

@@ -1,0 +1,123 @@
+"""The few Kubernetes API calls of the operator, on the official client, each run in a worker thread.
+
+Objects come back as plain JSON dicts (camelCase), the form that `status.py` and the builders work on.
+"""
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from tenant_operator.api import GROUP, PLURAL, VERSION
+
+T = TypeVar("T")
+Object = dict[str, Any]
+PART_OF_NEURALLOG = "app.kubernetes.io/part-of=neurallog"
+
+
+def load_configuration() -> kubernetes.client.ApiClient:
+    """An API client for the cluster the operator runs in, or else the one of KUBECONFIG."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient()
+
+
+def _json(response: Any) -> Object:
+    document: Object = json.loads(response.data)
+    return document
+
+
+def is_status(error: ApiException, *codes: int) -> bool:
+    return error.status in codes
+
+
+class Kube:
+    """Typed access to what the operator reads and writes."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.core = kubernetes.client.CoreV1Api(client)
+        self.apps = kubernetes.client.AppsV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+
+    @staticmethod
+    async def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def _get_or_none(self, function: Callable[..., Any], *args: Any) -> Object | None:
+        try:
+            return _json(await self._call(function, *args, _preload_content=False))
+        except ApiException as error:
+            if is_status(error, 404):
+                return None
+            raise
+
+    async def get_tenant(self, name: str) -> Object | None:
+        return await self._get_or_none(self.custom.get_cluster_custom_object, GROUP, VERSION, PLURAL, name)
+
+    async def patch_tenant_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the status subresource (lists such as conditions are replaced whole)."""
+        try:
+            await self._call(
+                self.custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                PLURAL,
+                name,
+                {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as error:
+            if not is_status(error, 404):  # the Tenant is gone: nothing to report on
+                raise
+
+    async def get_namespace(self, name: str) -> Object | None:
+        return await self._get_or_none(self.core.read_namespace, name)
+
+    async def create_namespace(self, body: Mapping[str, Any]) -> bool:
+        """Create a namespace; False when it already exists (a 409 is success, not an error)."""
+        try:
+            await self._call(self.core.create_namespace, body)
+        except ApiException as error:
+            if is_status(error, 409):
+                return False
+            raise
+        return True
+
+    async def label_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        await self._call(self.core.patch_namespace, name, {"metadata": {"labels": dict(labels)}})
+
+    async def delete_namespace(self, name: str) -> None:
+        try:
+            await self._call(self.core.delete_namespace, name)
+        except ApiException as error:
+            if not is_status(error, 404):
+                raise
+
+    async def get_deployment(self, namespace: str, name: str) -> Object | None:
+        return await self._get_or_none(self.apps.read_namespaced_deployment, name, namespace)
+
+    async def get_statefulset(self, namespace: str, name: str) -> Object | None:
+        return await self._get_or_none(self.apps.read_namespaced_stateful_set, name, namespace)
+
+    async def list_pods(self, namespace: str) -> list[Object]:
+        response = await self._call(
+            self.core.list_namespaced_pod, namespace, label_selector=PART_OF_NEURALLOG, _preload_content=False
+        )
+        items: list[Object] = _json(response).get("items", [])
+        return items
+
+    async def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, frozenset[str] | None]:
+        """The keys of each named Secret (None when it does not exist); the values are dropped at once."""
+        found: dict[str, frozenset[str] | None] = {}
+        for name in names:
+            secret = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
+            keys = (
+                None if secret is None else {**secret.get("data", {}), **secret.get("stringData", {})}.keys()
+            )
+            found[name] = None if keys is None else frozenset(keys)
+        return found

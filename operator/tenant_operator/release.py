@@ -1,0 +1,281 @@
+"""The tenant's Helm release: `helm upgrade --install` of charts/tenant through the post-renderer; uninstall.
+
+Helm 3 runs the post-renderer as an executable (`--post-renderer /path/to/tenant-postrender`); Helm 4 runs it
+as a plugin (`--post-renderer tenant-postrender`), installed from postrender/ into a HELM_PLUGINS directory of
+the operator's own. All that Helm prints passes through `redact` before it reaches a status, event or log.
+"""
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tenant_operator import metrics
+from tenant_operator.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "tenant-postrender"
+MAX_MESSAGE = 4000
+
+
+class HelmError(Exception):
+    """A Helm command failed: `reason` is one CamelCase word, `message` is redacted, `permanent` means the
+    same spec will fail again (only a change of the Tenant can help)."""
+
+    def __init__(self, reason: str, message: str, *, permanent: bool) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Release:
+    """What Helm reports about an installed release."""
+
+    name: str
+    revision: int
+    chart_version: str
+    status: str
+
+
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?i)\b(password|passwd|secret|token|api[-_]?key|requirepass|masterauth|credentials?)"
+    r"([\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;}\]]+)"
+)
+_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*):([^/\s@]+)@", re.IGNORECASE)
+_LONG_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` without secret values: assignments to secret-looking keys, URL passwords, base64 blobs and the
+    given strings; shortened to MAX_MESSAGE characters."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "<redacted>")
+    text = _SECRET_ASSIGNMENT.sub(r"\1\2<redacted>", text)
+    text = _URL_CREDENTIALS.sub(r"\1\2:<redacted>@", text)
+    text = _LONG_BASE64.sub("<redacted>", text)
+    text = text.strip()
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 15] + " ... (truncated)"
+
+
+def classify(stderr: str) -> HelmError:
+    """The failure that Helm's error output describes."""
+    message = redact(stderr) or "helm failed without a message"
+    lowered = message.lower()
+    if "post-render" in lowered or "post render" in lowered or "postrender" in lowered:
+        reason = "BudgetExceeded" if "budget" in lowered or "quota" in lowered else "ManifestsRejected"
+        return HelmError(reason, message, permanent=True)
+    if "don't meet the specifications of the schema" in lowered:
+        return HelmError("InvalidValues", message, permanent=True)
+    if "another operation (install/upgrade/rollback) is in progress" in lowered:
+        return HelmError("ReleaseBusy", message, permanent=False)
+    if "exceeded quota" in lowered:
+        return HelmError("BudgetExceeded", message, permanent=True)
+    if " is invalid" in lowered or "admission webhook" in lowered:
+        return HelmError("InstallRejected", message, permanent=True)
+    return HelmError("HelmFailed", message, permanent=False)
+
+
+def fingerprint(paths: Iterable[Path]) -> str:
+    """A digest of every file under the given directories (their relative names and contents)."""
+    digest = hashlib.sha256()
+    for root in paths:
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def postrenderer_sources() -> Path:
+    """The directory of the tenant_postrender package (its code shapes the manifests as much as the chart)."""
+    spec = importlib.util.find_spec("tenant_postrender")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the tenant_postrender package is not installed")
+    return Path(spec.origin).parent
+
+
+def desired_hash(values: Mapping[str, Any], chart_fingerprint: str) -> str:
+    """What decides whether Helm has work to do: the values, and the chart and post-renderer they pass."""
+    document = json.dumps(
+        {"values": values, "chart": chart_fingerprint}, sort_keys=True, separators=(",", ":")
+    )
+    return "sha256:" + hashlib.sha256(document.encode()).hexdigest()
+
+
+def upgrade_args(
+    *, name: str, namespace: str, chart: Path, values_file: Path, postrenderer: str, timeout: float
+) -> list[str]:
+    """The arguments of `helm upgrade --install` of a tenant (no --wait: the status follows the workloads)."""
+    return [
+        "upgrade",
+        "--install",
+        name,
+        str(chart),
+        "--namespace",
+        namespace,
+        "--values",
+        str(values_file),
+        "--post-renderer",
+        postrenderer,
+        "--timeout",
+        f"{int(timeout)}s",
+        "--history-max",
+        "5",
+        "--output",
+        "json",
+    ]
+
+
+def parse_release(output: str) -> Release:
+    """The release that `helm ... --output json` printed (its manifest, which holds Secrets, is not kept)."""
+    document = json.loads(output)
+    return Release(
+        name=str(document.get("name", "")),
+        revision=int(document.get("version", 0)),
+        chart_version=str(document.get("chart", {}).get("metadata", {}).get("version", "")),
+        status=str(document.get("info", {}).get("status", "")),
+    )
+
+
+class Helm:
+    """The Helm executable of the settings, with the environment and post-renderer it needs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._concurrency = asyncio.Semaphore(settings.concurrency)
+        self._major: int | None = None
+        self.chart_fingerprint = fingerprint([settings.chart, postrenderer_sources()])
+        bin_dir = str(Path(settings.postrenderer).parent)
+        # A Helm home of the operator's own: the user's Helm configuration and plugins stay out of it. Helm
+        # 4.3 installs a local plugin into $HELM_DATA_HOME/plugins whatever HELM_PLUGINS says: left unset.
+        environ = {key: value for key, value in os.environ.items() if key != "HELM_PLUGINS"}
+        self.env = environ | {
+            "PATH": f"{bin_dir}{os.pathsep}{environ.get('PATH', '')}",
+            "HELM_DATA_HOME": str(settings.helm_home / "data"),
+            "HELM_CONFIG_HOME": str(settings.helm_home / "config"),
+            "HELM_CACHE_HOME": str(settings.helm_home / "cache"),
+        }
+        self.plugins = settings.helm_home / "data" / "plugins"
+
+    async def _run(self, *args: str, timeout: float | None = None) -> tuple[int, str, str]:
+        command = args[0]
+        async with self._concurrency, metrics.helm_call(command) as outcome:
+            process = await asyncio.create_subprocess_exec(
+                self.settings.helm,
+                *args,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                stdout, stderr = await asyncio.wait_for(
+                    process.communicate(), timeout=timeout or self.settings.helm_timeout + 30
+                )
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                outcome.append("timeout")
+                raise HelmError("HelmTimeout", f"helm {command} took too long", permanent=False) from None
+            outcome.append("ok" if process.returncode == 0 else "error")
+            return process.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+    async def major_version(self) -> int:
+        """3 or 4."""
+        if self._major is None:
+            code, stdout, stderr = await self._run("version", "--template", "{{.Version}}")
+            if code != 0:
+                raise HelmError("HelmUnavailable", redact(stderr), permanent=False)
+            match = re.match(r"v?(\d+)", stdout.strip())
+            self._major = int(match.group(1)) if match else 3
+        return self._major
+
+    async def postrender_argument(self) -> str:
+        """What follows --post-renderer: the executable (Helm 3) or the installed plugin's name (Helm 4)."""
+        if await self.major_version() < 4:
+            return self.settings.postrenderer
+        if not self.plugin_installed():
+            code, _, stderr = await self._run("plugin", "install", str(self.settings.postrender_plugin))
+            if code != 0 and not self.plugin_installed():
+                raise HelmError("PostRendererUnavailable", redact(stderr), permanent=False)
+            logger.info("installed the Helm plugin %s into %s", PLUGIN_NAME, self.plugins)
+        return PLUGIN_NAME
+
+    def plugin_installed(self) -> bool:
+        """Whether the post-renderer plugin is in the operator's Helm home (checked without running Helm)."""
+        manifests = self.plugins.glob("*/plugin.yaml") if self.plugins.is_dir() else []
+        return any(f"name: {PLUGIN_NAME}" in manifest.read_text().splitlines() for manifest in manifests)
+
+    async def upgrade(self, name: str, namespace: str, values: Mapping[str, Any]) -> Release:
+        """`helm upgrade --install` of the tenant chart; HelmError when it fails."""
+        postrenderer = await self.postrender_argument()
+        with tempfile.TemporaryDirectory(prefix="tenant-values-") as directory:
+            values_file = Path(directory) / "values.json"
+            values_file.write_text(json.dumps(values), encoding="utf-8")
+            values_file.chmod(0o600)
+            args = upgrade_args(
+                name=name,
+                namespace=namespace,
+                chart=self.settings.chart,
+                values_file=values_file,
+                postrenderer=postrenderer,
+                timeout=self.settings.helm_timeout,
+            )
+            code, stdout, stderr = await self._run(*args)
+        if code != 0:
+            error = classify(stderr)
+            if error.reason == "ReleaseBusy":
+                await self.unstick(name, namespace)
+            raise error
+        return parse_release(stdout)
+
+    async def history(self, name: str, namespace: str) -> list[Mapping[str, Any]]:
+        """The release's revisions, oldest first; [] when there is no release."""
+        code, stdout, stderr = await self._run("history", name, "--namespace", namespace, "--output", "json")
+        if code != 0:
+            if "not found" in stderr.lower():
+                return []
+            raise classify(stderr)
+        revisions: list[Mapping[str, Any]] = json.loads(stdout or "[]")
+        return revisions
+
+    async def unstick(self, name: str, namespace: str) -> None:
+        """Free a release left pending by an interrupted Helm (operator stopped mid-install): roll back to
+        the last deployed revision, or uninstall when there is none. One operator runs, one Helm command per
+        tenant at a time, so a pending release here is always a dead one."""
+        revisions = await self.history(name, namespace)
+        if not revisions or not str(revisions[-1].get("status", "")).startswith("pending"):
+            return
+        deployed: Sequence[Mapping[str, Any]] = [
+            r for r in revisions if r.get("status") in ("deployed", "superseded")
+        ]
+        if deployed:
+            target = str(deployed[-1].get("revision"))
+            logger.warning(
+                "release %s/%s is stuck pending; rolling back to revision %s", namespace, name, target
+            )
+            await self._run("rollback", name, target, "--namespace", namespace)
+        else:
+            logger.warning(
+                "release %s/%s is stuck pending its first install; uninstalling it", namespace, name
+            )
+            await self.uninstall(name, namespace)
+
+    async def uninstall(self, name: str, namespace: str) -> bool:
+        """`helm uninstall`; False when there was no release."""
+        code, _, stderr = await self._run("uninstall", name, "--namespace", namespace)
+        if code == 0:
+            return True
+        if "not found" in stderr.lower():
+            return False
+        raise classify(stderr)

@@ -1,0 +1,167 @@
+"""Writing Tenant.status: observe the workloads, derive the status (status.py), patch it when it changed.
+
+Reports are triggered by events (a Tenant reconciled; a Deployment, StatefulSet or pod of a tenant namespace
+changed), never by a per-tenant timer. Reports of one tenant run one at a time and coalesce: the events that
+arrive during a report cause exactly one more. The one exception to "no timer" is a missing secretKeyRef
+Secret, which no watched object reveals: while one is missing, the tenant is looked at again now and then.
+"""
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from tenant_operator import events, metrics
+from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, namespace_for
+from tenant_operator.kube import Kube, Object
+from tenant_operator.status import (
+    REDIS_APP,
+    REDIS_STATEFULSET,
+    SERVER_APP,
+    SERVER_DEPLOYMENT,
+    Observation,
+    missing_secret_refs,
+    pods_of,
+    referenced_secrets,
+    same_status,
+    status_patch,
+    tenant_status,
+    workload_status,
+)
+
+logger = logging.getLogger(__name__)
+
+QUIET_PHASES = ("Running", "Provisioning", "Terminating", "Pending")
+
+
+def current_status(tenant: Mapping[str, Any]) -> TenantStatus:
+    """The status the Tenant has now (an unreadable one counts as none)."""
+    try:
+        return TenantStatus.model_validate(tenant.get("status") or {})
+    except ValidationError:
+        return TenantStatus()
+
+
+@dataclass
+class Reporter:
+    """Derives and writes the status of tenants."""
+
+    kube: Kube
+    secret_recheck_seconds: float
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _pending: set[str] = field(default_factory=set)
+    _rechecks: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
+
+    def request(self, name: str) -> None:
+        """Ask for a report of tenant `name` soon; many requests during one report make one more report."""
+        if name in self._pending:
+            return
+        self._pending.add(name)
+        task = asyncio.get_running_loop().create_task(self._requested(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _requested(self, name: str) -> None:
+        try:
+            async with self._lock(name):
+                self._pending.discard(name)
+                await self._report(name)
+        except Exception:
+            self._pending.discard(name)
+            logger.exception("could not report the status of tenant %s; retrying", name)
+            asyncio.get_running_loop().call_later(5, self.request, name)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def report(
+        self, name: str, *, release: ReleaseStatus | None = None, observed_generation: int | None = None
+    ) -> TenantStatus | None:
+        """Report now, with the release and generation of a reconciliation when given; the status written."""
+        async with self._lock(name):
+            return await self._report(name, release=release, observed_generation=observed_generation)
+
+    async def _report(
+        self, name: str, *, release: ReleaseStatus | None = None, observed_generation: int | None = None
+    ) -> TenantStatus | None:
+        tenant = await self.kube.get_tenant(name)
+        if tenant is None:
+            self.forget(name)
+            return None
+        previous = current_status(tenant)
+        metadata = tenant["metadata"]
+        namespace = namespace_for(name)
+        deployment = await self.kube.get_deployment(namespace, SERVER_DEPLOYMENT)
+        statefulset = await self.kube.get_statefulset(namespace, REDIS_STATEFULSET)
+        pods = await self.kube.list_pods(namespace) if deployment or statefulset else []
+        missing = await self._missing_refs(tenant, namespace)
+        seen = Observation(
+            namespace=namespace,
+            generation=int(metadata.get("generation", 0)),
+            observed_generation=previous.observed_generation
+            if observed_generation is None
+            else observed_generation,
+            deleting="deletionTimestamp" in metadata,
+            release=previous.release if release is None else release,
+            server=workload_status("Server", deployment, pods_of(SERVER_APP, pods)),
+            redis=workload_status("Redis", statefulset, pods_of(REDIS_APP, pods)),
+            missing_refs=missing,
+        )
+        status = tenant_status(seen, previous, datetime.now(UTC).replace(microsecond=0))
+        if not same_status(status, previous) or not tenant.get("status"):
+            await self.kube.patch_tenant_status(name, status_patch(status))
+            self._announce(tenant, previous, status)
+        metrics.set_phase(name, status.phase)
+        self._recheck_while_missing(name, bool(missing))
+        return status
+
+    async def _missing_refs(self, tenant: Object, namespace: str) -> list[str]:
+        try:
+            spec = TenantSpec.model_validate(tenant.get("spec") or {})
+        except ValidationError:
+            return []
+        names = referenced_secrets(spec.server.env)
+        if not names or await self.kube.get_namespace(namespace) is None:
+            return []
+        return missing_secret_refs(spec.server.env, namespace, await self.kube.secret_keys(namespace, names))
+
+    def _announce(self, tenant: Object, previous: TenantStatus, status: TenantStatus) -> None:
+        """An event when the phase changes, or the reason of a problem does."""
+        degraded = next((c for c in status.conditions if c.type == "Degraded"), None)
+        before = next((c for c in previous.conditions if c.type == "Degraded"), None)
+        new_problem = (
+            degraded is not None
+            and degraded.status == "True"
+            and (before is None or before.status != "True" or before.reason != degraded.reason)
+        )
+        if status.phase == previous.phase and not new_problem:
+            return
+        ready = next((c for c in status.conditions if c.type == "Ready"), None)
+        reason = ready.reason if ready else status.phase
+        message = f"{status.phase}: {ready.message}" if ready and ready.message else status.phase
+        event_type: Literal["Normal", "Warning"] = "Normal" if status.phase in QUIET_PHASES else "Warning"
+        events.post(tenant, event_type, reason, message)
+        logger.info("tenant %s is %s (%s): %s", tenant["metadata"]["name"], status.phase, reason, message)
+
+    def _recheck_while_missing(self, name: str, missing: bool) -> None:
+        handle = self._rechecks.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+        if missing:
+            loop = asyncio.get_running_loop()
+            self._rechecks[name] = loop.call_later(self.secret_recheck_seconds, self.request, name)
+
+    def forget(self, name: str) -> None:
+        """The tenant is gone: drop what is kept about it."""
+        metrics.set_phase(name, None)
+        handle = self._rechecks.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+        lock = self._locks.get(name)
+        if lock is not None and not lock.locked():
+            del self._locks[name]

@@ -1,0 +1,75 @@
+"""The operator's settings: one typed class, read from environment variables prefixed TENANT_OPERATOR_."""
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "TENANT_OPERATOR_"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGE_CHART = Path("/opt/tenant-operator/charts/tenant")
+
+
+def default_chart() -> Path:
+    """charts/tenant of this checkout when running from the repository, else where the image puts it."""
+    repository_chart = REPO_ROOT / "charts" / "tenant"
+    return repository_chart if repository_chart.is_dir() else IMAGE_CHART
+
+
+def default_postrenderer() -> str:
+    """The `tenant-postrender` console script installed beside this Python."""
+    return str(Path(sys.executable).parent / "tenant-postrender")
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseModel):
+    """Everything that can be configured; each field `x` is read from TENANT_OPERATOR_X."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    helm: str = Field(default="helm", description="Helm 3 or Helm 4 executable (a path, or a name on PATH).")
+    chart: Path = Field(default_factory=default_chart, description="Directory of charts/tenant.")
+    postrenderer: str = Field(
+        default_factory=default_postrenderer,
+        description="The tenant-postrender executable (run by Helm 3, or by the Helm 4 plugin).",
+    )
+    postrender_plugin: Path = Field(
+        default=REPO_ROOT / "postrender",
+        description="Directory holding plugin.yaml of the tenant-postrender Helm 4 plugin.",
+    )
+    helm_home: Path = Field(
+        default=Path.home() / ".local/share/tenant-operator/helm",
+        description="Data, config and cache of the operator's Helm (Helm 4: the post-renderer plugin too).",
+    )
+    helm_timeout: float = Field(default=300, gt=0, description="Seconds one Helm command may take.")
+    concurrency: int = Field(
+        default=4, ge=1, description="Tenants reconciled (Helm commands run) at the same time."
+    )
+    health_port: int = Field(default=8080, ge=1, le=65535, description="Port of /healthz.")
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Port of /metrics; 0 turns metrics off."
+    )
+    log_level: LogLevel = "info"
+    log_format: Literal["json", "text"] = "json"
+    namespace_poll_seconds: float = Field(
+        default=2, gt=0, description="How often deletion checks the namespace."
+    )
+    secret_recheck_seconds: float = Field(
+        default=10, gt=0, description="How soon a missing secretKeyRef Secret is looked for again."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """The settings given by TENANT_OPERATOR_* variables, defaults for the others."""
+        environ = os.environ if environ is None else environ
+        given = {
+            name: environ[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in environ
+        }
+        return cls.model_validate(given)

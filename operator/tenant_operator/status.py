@@ -1,0 +1,241 @@
+"""Tenant.status from what is observed: pure functions of the workloads, their pods and the release.
+
+Workloads are raw Kubernetes objects (JSON dicts) of the tenant's namespace; nothing here calls the cluster.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tenant_operator.api import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    EnvVar,
+    Phase,
+    ReleaseStatus,
+    TenantStatus,
+    WorkloadStatus,
+)
+
+Object = Mapping[str, Any]
+
+SERVER_APP = "neurallog-server"
+REDIS_APP = "redis"
+SERVER_DEPLOYMENT = "neurallog-server"
+REDIS_STATEFULSET = "redis"
+
+# Container states from which a pod does not recover by waiting: someone has to change something.
+FAILING_WAIT_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+def _get(obj: Object | None, *path: str, default: Any = None) -> Any:
+    node: Any = obj
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def pod_problem(pod: Object) -> str | None:
+    """Why a pod cannot become ready on its own, or None."""
+    name = _get(pod, "metadata", "name", default="?")
+    statuses = [
+        *_get(pod, "status", "initContainerStatuses", default=[]),
+        *_get(pod, "status", "containerStatuses", default=[]),
+    ]
+    for container in statuses:
+        waiting = _get(container, "state", "waiting", default={})
+        reason = waiting.get("reason", "")
+        if reason in FAILING_WAIT_REASONS:
+            detail = waiting.get("message", "")
+            image = container.get("image", "")
+            text = f"pod {name}: container {container.get('name', '?')} ({image}) is {reason}"
+            return f"{text}: {detail}" if detail else text
+    for condition in _get(pod, "status", "conditions", default=[]):
+        unschedulable = condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable"
+        if unschedulable and condition.get("status") == "False":
+            return f"pod {name} cannot be scheduled: {condition.get('message', '')}".rstrip(": ")
+    if _get(pod, "status", "phase") == "Failed":
+        return f"pod {name} failed: {_get(pod, 'status', 'message', default='')}".rstrip(": ")
+    return None
+
+
+def _workload_problem(workload: Object) -> str | None:
+    for condition in _get(workload, "status", "conditions", default=[]):
+        kind, status = condition.get("type"), condition.get("status")
+        if (kind == "ReplicaFailure" and status == "True") or (
+            kind == "Progressing"
+            and status == "False"
+            and condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return str(condition.get("message") or condition.get("reason") or kind)
+    return None
+
+
+def workload_status(title: str, workload: Object | None, pods: Iterable[Object]) -> WorkloadStatus:
+    """How a Deployment or StatefulSet is doing; `title` (Server, Redis) starts the messages."""
+    if workload is None:
+        return WorkloadStatus(phase="Pending", message=f"{title} is not created yet")
+    desired = int(_get(workload, "spec", "replicas", default=1))
+    ready = int(_get(workload, "status", "readyReplicas", default=0))
+    updated = int(_get(workload, "status", "updatedReplicas", default=0))
+    observed = int(_get(workload, "status", "observedGeneration", default=0))
+    generation = int(_get(workload, "metadata", "generation", default=0))
+    problems = [problem for problem in map(pod_problem, pods) if problem]
+    workload_problem = _workload_problem(workload)
+    if workload_problem:
+        problems.insert(0, workload_problem)
+    counts = {"ready_replicas": ready, "total_replicas": desired}
+    if problems:
+        phase = "Failed" if ready == 0 else "Degraded"
+        return WorkloadStatus(phase=phase, message=f"{title}: " + "; ".join(problems[:3]), **counts)
+    if observed >= generation and ready >= desired and updated >= desired:
+        message = f"{title} is running" if desired else f"{title} is scaled to zero"
+        return WorkloadStatus(phase="Running", message=message, **counts)
+    return WorkloadStatus(
+        phase="Provisioning", message=f"{title}: {min(ready, desired)}/{desired} replicas ready", **counts
+    )
+
+
+def pods_of(app: str, pods: Iterable[Object]) -> list[Object]:
+    """The pods labelled app=<app>."""
+    return [pod for pod in pods if _get(pod, "metadata", "labels", "app") == app]
+
+
+def referenced_secrets(env: Iterable[EnvVar]) -> dict[str, list[tuple[str, str]]]:
+    """Secret name -> [(key, variable)] for every required secretKeyRef of the server's environment."""
+    references: dict[str, list[tuple[str, str]]] = {}
+    for entry in env:
+        selector = entry.value_from.secret_key_ref if entry.value_from else None
+        if selector is not None and not selector.optional:
+            references.setdefault(selector.name, []).append((selector.key, entry.name))
+    return references
+
+
+def missing_secret_refs(
+    env: Iterable[EnvVar], namespace: str, secret_keys: Mapping[str, frozenset[str] | None]
+) -> list[str]:
+    """What the server's environment needs that the namespace lacks (secret_keys: name -> keys or None)."""
+    missing = []
+    for secret, wanted in referenced_secrets(env).items():
+        keys = secret_keys.get(secret)
+        for key, variable in wanted:
+            if keys is None:
+                missing.append(
+                    f"{variable} needs Secret {secret} (key {key}), which does not exist in {namespace}"
+                )
+            elif key not in keys:
+                missing.append(
+                    f"{variable} needs key {key} of Secret {secret} in {namespace}, which it lacks"
+                )
+    return missing
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the tenant's status is made from."""
+
+    namespace: str
+    generation: int
+    observed_generation: int
+    deleting: bool
+    release: ReleaseStatus
+    server: WorkloadStatus
+    redis: WorkloadStatus
+    missing_refs: Sequence[str] = ()
+
+
+def _phase(seen: Observation) -> tuple[Phase, str, str]:
+    """The phase, and the reason and message that explain it."""
+    workloads = (seen.server, seen.redis)
+    if seen.deleting:
+        return "Terminating", "Terminating", "The release and the namespace are being deleted"
+    if seen.release.state == "Failed":
+        return "Failed", seen.release.reason or "ReleaseFailed", seen.release.message
+    if seen.missing_refs:
+        return "Degraded", "SecretNotFound", "; ".join(seen.missing_refs)
+    broken = [workload.message for workload in workloads if workload.phase in ("Failed", "Degraded")]
+    if broken:
+        return "Degraded", "WorkloadsDegraded", "; ".join(broken)
+    if seen.release.state != "Deployed":
+        message = seen.release.message or "Installing the tenant's release"
+        return "Provisioning", "Installing", message
+    if all(workload.phase == "Running" for workload in workloads):
+        return "Running", "AllWorkloadsReady", f"{seen.server.message}; {seen.redis.message}"
+    waiting = "; ".join(workload.message for workload in workloads if workload.phase != "Running")
+    return "Provisioning", "WaitingForWorkloads", waiting
+
+
+def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> TenantStatus:
+    """The whole status: phase, workloads and the Ready, Progressing and Degraded conditions."""
+    phase, reason, message = _phase(seen)
+
+    def condition(kind: ConditionType, status: ConditionStatus, why: str, text: str) -> Condition:
+        before = next((known for known in previous.conditions if known.type == kind), None)
+        changed_at = before.last_transition_time if before is not None and before.status == status else now
+        return Condition(
+            type=kind,
+            status=status,
+            reason=why,
+            message=text,
+            last_transition_time=changed_at,
+            observed_generation=seen.observed_generation,
+        )
+
+    progressing = phase in ("Provisioning", "Terminating")
+    degraded = phase in ("Degraded", "Failed")
+    conditions = [
+        condition("Ready", "True" if phase == "Running" else "False", reason, message),
+        condition(
+            "Progressing",
+            "True" if progressing else "False",
+            reason if progressing else ("Complete" if phase == "Running" else reason),
+            message if progressing else "",
+        ),
+        condition(
+            "Degraded",
+            "True" if degraded else "False",
+            reason if degraded else "AsExpected",
+            message if degraded else "",
+        ),
+    ]
+    return TenantStatus(
+        phase=phase,
+        namespace=seen.namespace,
+        server_status=seen.server,
+        redis_status=seen.redis,
+        observed_generation=seen.observed_generation,
+        conditions=conditions,
+        release=seen.release,
+    )
+
+
+def status_patch(status: TenantStatus) -> dict[str, Any]:
+    """The status in its wire form, for a merge patch of the status subresource."""
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def same_status(left: TenantStatus, right: TenantStatus) -> bool:
+    """Whether two statuses say the same thing (transition times aside), so that no patch is needed."""
+
+    def essence(status: TenantStatus) -> dict[str, Any]:
+        dumped = status_patch(status)
+        for condition in dumped.get("conditions", []):
+            condition.pop("lastTransitionTime", None)
+        return dumped
+
+    return essence(left) == essence(right)
