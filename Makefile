@@ -8,7 +8,7 @@ CLUSTER := $(BIN)/python -m local_cluster
 export PATH := $(CURDIR)/.cluster/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests demo
+.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -40,6 +40,12 @@ lint: setup ## ruff, mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+manifests: setup ## Regenerate the CRD, values.schema.json and operator/config from the API models and the chart
+	$(BIN)/python -m tenant_operator.manifests
+
+docs: setup ## Regenerate each chart's README from the comments of its values.yaml
+	$(BIN)/python charts/gen_readme.py charts/tenant charts/tenant-operator
 
 test: binaries lint ## Every test tier: unit, charts, post-renderer, local cluster, end to end
 	$(BIN)/pytest
