@@ -6,9 +6,8 @@ Adding up the steady state here (replicas x what each pod is charged) refuses su
 is applied. Hooks are not counted: they run before or after the release, not beside it.
 """
 
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from tenant_postrender.quantity import format_bytes, format_cpu, parse_quantity
 from tenant_postrender.stream import Manifest, subject_of
@@ -36,17 +35,16 @@ _NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class Charge:
+class Charge(NamedTuple):
     """What one object costs against one quota key."""
 
     subject: str
-    count: int
+    pods: int
     each: Decimal
 
     @property
     def total(self) -> Decimal:
-        return self.count * self.each
+        return self.pods * self.each
 
 
 def _amount(resources: object, section: str, resource: str) -> Decimal:
@@ -140,8 +138,7 @@ def check_budget(quota: Manifest, manifests: list[Manifest]) -> list[Violation]:
         verb = "claim" if resource == "storage" else _VERBS[section]
         lower = "the storage each claims" if resource == "storage" else f"the per-pod {_NAMES[key]}"
         breakdown = "; ".join(
-            f"{charge.subject} {charge.count} x {show(charge.each)} = {show(charge.total)}"
-            for charge in costs
+            f"{charge.subject} {charge.pods} x {show(charge.each)} = {show(charge.total)}" for charge in costs
         )
         violations.append(
             Violation(

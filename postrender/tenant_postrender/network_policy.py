@@ -26,8 +26,7 @@ the post-renderer consumes (it is never applied) and replaces with the policies 
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tenant_postrender.stream import Manifest, annotations_of, labels_of, name_of, subject_of
 from tenant_postrender.violations import Violation
@@ -53,21 +52,18 @@ _LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(NamedTuple):
     protocol: str
     port: int
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     description: str
     peer_labels: dict[str, str]
     ports: tuple[Port, ...]
 
 
-@dataclass(frozen=True)
-class NetworkPolicySettings:
+class NetworkPolicySettings(NamedTuple):
     """The chart's `networkPolicy` values, defaults as in the Tenant API."""
 
     enabled: bool = True
@@ -224,8 +220,7 @@ def read_settings(carrier: Manifest) -> tuple[NetworkPolicySettings, list[Violat
     return reader.settings(values), reader.violations
 
 
-@dataclass(frozen=True)
-class _Placement:
+class _Placement(NamedTuple):
     """Where the injected policies go and how they are labelled: after the carrier they replace."""
 
     namespace: str | None

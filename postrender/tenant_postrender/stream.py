@@ -5,8 +5,7 @@ change reaches Helm byte for byte (comments, key order, quoting, Helm 4's filena
 the slow half of PyYAML. YAML forbids a `---` at the start of a line inside a scalar, so the split is exact.
 """
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -21,8 +20,7 @@ _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 HOOK_ANNOTATION = "helm.sh/hook"
 
 
-@dataclass(frozen=True)
-class Document:
+class Document(NamedTuple):
     """One Kubernetes object of the stream, with the text it was written as."""
 
     text: str

@@ -1,11 +1,12 @@
 """What the post-renderer refuses, said so that a person can fix it without reading this code."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Violation:
+# Records here and in the other modules are NamedTuples, not dataclasses: importing dataclasses (and inspect
+# with it) would cost the command line more than rendering a release does.
+class Violation(NamedTuple):
     """One thing wrong with the rendered release.
 
     `subject` names the object as Kind/name (or `input` for the stream itself), `field` the path inside it,

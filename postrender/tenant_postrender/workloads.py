@@ -1,7 +1,6 @@
 """Where each kind of workload keeps its pod template and how many pods it runs."""
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tenant_postrender.stream import Manifest
 
@@ -19,8 +18,7 @@ _WORKLOADS: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
 }
 
 
-@dataclass(frozen=True)
-class PodTemplate:
+class PodTemplate(NamedTuple):
     """A workload's pods: `field` is the path of the template in the object, for messages."""
 
     field: str
