@@ -24,7 +24,6 @@ class Document(NamedTuple):
     """One Kubernetes object of the stream, with the text it was written as."""
 
     text: str
-    line: int
     manifest: Manifest
 
     @property
@@ -111,7 +110,7 @@ def parse(text: str) -> tuple[list[Document], list[Violation]]:
                 )
             )
             continue
-        documents.append(Document(chunk if chunk.endswith("\n") else chunk + "\n", line, body))
+        documents.append(Document(chunk if chunk.endswith("\n") else chunk + "\n", body))
     return documents, violations
 
 

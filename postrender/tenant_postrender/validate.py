@@ -84,7 +84,7 @@ class _Checker:
             self.refuse(
                 field,
                 f"lacks the recommended label{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
-                "add them (the chart's labels helpers render every one)",
+                "add the missing labels (the chart's labels helpers render every one)",
             )
 
     def pod(self, template: PodTemplate) -> None:
