@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tenant_examples import BAD_SPECS, guide_spec, with_change
 
 from tenant_operator import api
 from tenant_operator.quantity import parse_quantity
+from tests.unit.tenant_examples import BAD_SPECS, guide_spec, with_change
 
 
 def test_defaults_are_the_guides() -> None:

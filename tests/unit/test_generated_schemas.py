@@ -5,9 +5,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from tenant_examples import BAD_SPECS, guide_spec, with_change
 
 from tenant_operator import api, schema
+from tests.unit.tenant_examples import BAD_SPECS, guide_spec, with_change
 
 # Rules that only CEL (the API server) and pydantic can check: plain JSON schema cannot compare quantities
 # nor require list items to differ in one field.

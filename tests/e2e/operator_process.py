@@ -1,0 +1,200 @@
+"""The operator as a user runs it (`python -m tenant_operator`), a subprocess against the test cluster,
+and the helpers that the end-to-end tests share."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from tests.conftest import Kube
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_TENANT = REPO / "tests" / "fixtures" / "sample-tenant.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float = 90, every: float = 0.5, what: str = ""
+) -> T:
+    """The first truthy result of `check`; AssertionError (with the last result) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    result = check()
+    while not result:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or check}: last saw {result!r}"
+            )
+        time.sleep(every)
+        result = check()
+    return result
+
+
+class Operator:
+    """One `python -m tenant_operator` process at a time, with its own Helm home, ports and log file."""
+
+    def __init__(self, kube: Kube, workdir: Path) -> None:
+        self.kube = kube
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "operator.log"
+        self.metrics_port = 0
+
+    def start(self) -> None:
+        assert self.process is None, "the operator is already running"
+        health_port, self.metrics_port = free_port(), free_port()
+        env = self.kube.env | {
+            "TENANT_OPERATOR_HELM": str(self.kube.bin / "helm"),
+            "TENANT_OPERATOR_HELM_HOME": str(self.workdir / "helm"),
+            "TENANT_OPERATOR_HEALTH_PORT": str(health_port),
+            "TENANT_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "TENANT_OPERATOR_LOG_FORMAT": "text",
+            "TENANT_OPERATOR_SECRET_RECHECK_SECONDS": "2",
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tenant_operator", "--zap-log-level=debug"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        wait_until(lambda: self._healthy(health_port), timeout=60, what="the operator's /healthz")
+
+    def _healthy(self, port: int) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the operator exited {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of a metric whose labels include `labels`."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            series, value = line.rsplit(" ", 1)
+            if series.split("{")[0] == name and all(
+                f'{key}="{value}"' in series for key, value in labels.items()
+            ):
+                total += float(value)
+        return total
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def sample_tenant(name: str | None = None) -> dict[str, Any]:
+    """The guide's example Tenant (tests/fixtures/sample-tenant.yaml), renamed when a name is given."""
+    tenant: dict[str, Any] = yaml.safe_load(SAMPLE_TENANT.read_text())
+    if name:
+        tenant["metadata"]["name"] = name
+    return tenant
+
+
+def small_tenant(name: str, **spec: Any) -> dict[str, Any]:
+    """A Tenant with the defaults (one server, one Redis, the default budget) and `spec` over them."""
+    return {
+        "apiVersion": "neurallog.io/v1",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": {"displayName": name, **spec},
+    }
+
+
+class Tenants:
+    """Creates, reads and deletes Tenants; deletes every Tenant it made when the test ends."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.made: list[str] = []
+
+    def apply(self, *tenants: dict[str, Any]) -> None:
+        for tenant in tenants:
+            if tenant["metadata"]["name"] not in self.made:
+                self.made.append(tenant["metadata"]["name"])
+        self.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(tenants))
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        result = self.kube.kubectl("get", "tenant", name, "-o", "json", check=False)
+        if result.returncode != 0:
+            assert "NotFound" in result.stderr, result.stderr
+            return None
+        tenant: dict[str, Any] = json.loads(result.stdout)
+        return tenant
+
+    def status(self, name: str) -> dict[str, Any]:
+        tenant = self.get(name)
+        status: dict[str, Any] = (tenant or {}).get("status", {})
+        return status
+
+    def wait_for_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if status.get("phase") == phase else None
+
+        return wait_until(
+            reached, timeout=timeout, what=f"tenant {name} to be {phase} (status: {self.status(name)})"
+        )
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        return next(c for c in self.status(name).get("conditions", []) if c["type"] == kind)
+
+    def delete(self, *names: str, wait: bool = True, timeout: float = 180) -> None:
+        if names:
+            self.kube.kubectl("delete", "tenant", *names, "--ignore-not-found", "--wait=false")
+        if wait:
+            for name in names:
+                wait_until(
+                    lambda name=name: self.get(name) is None, timeout=timeout, what=f"tenant {name} to go"
+                )
+
+    def namespace_exists(self, namespace: str) -> bool:
+        result = self.kube.kubectl("get", "namespace", namespace, "-o", "name", check=False)
+        return result.returncode == 0
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        result = self.kube.kubectl(
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            f"involvedObject.kind=Tenant,involvedObject.name={name}",
+            "-o",
+            "json",
+        )
+        items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+        return items
+
+    def cleanup(self) -> None:
+        self.delete(*self.made)
