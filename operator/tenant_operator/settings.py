@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,11 @@ def default_postrenderer() -> str:
     return str(Path(sys.executable).parent / "tenant-postrender")
 
 
+def default_helm_home() -> Path:
+    """Under $HOME (the image sets HOME=/tmp; a user without a home gets the temporary directory)."""
+    return Path(os.environ.get("HOME") or tempfile.gettempdir()) / ".local/share/tenant-operator/helm"
+
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -43,7 +49,7 @@ class Settings(BaseModel):
         description="Directory holding plugin.yaml of the tenant-postrender Helm 4 plugin.",
     )
     helm_home: Path = Field(
-        default=Path.home() / ".local/share/tenant-operator/helm",
+        default_factory=default_helm_home,
         description="Data, config and cache of the operator's Helm (Helm 4: the post-renderer plugin too).",
     )
     helm_timeout: float = Field(default=300, gt=0, description="Seconds one Helm command may take.")
