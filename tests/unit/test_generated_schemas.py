@@ -6,8 +6,6 @@ from typing import Any
 import pytest
 
 from tenant_operator import api, schema
-
-jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a development dependency")
 from tests.unit.tenant_examples import BAD_SPECS, guide_spec, with_change
 
 # Rules that only CEL (the API server) and pydantic can check: plain JSON schema cannot compare quantities
@@ -105,6 +103,7 @@ def test_crd_env_is_a_map_list_keyed_by_name() -> None:
 
 
 def values_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a development dependency")
     values = schema.values_schema()
     jsonschema.Draft7Validator.check_schema(values)
     return jsonschema.Draft7Validator(values)
