@@ -52,8 +52,18 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?i)\b(password|passwd|secret|token|api[-_]?key|requirepass|masterauth|credentials?)"
     r"([\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;}\]]+)"
 )
+_REDIS_PASSWORD = re.compile(r"(?i)\b(requirepass|masterauth)(\s+)(\S+)")
 _URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*):([^/\s@]+)@", re.IGNORECASE)
-_LONG_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
+_BASE64_WORD = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])")
+
+
+def _looks_encoded(match: re.Match[str]) -> str:
+    """Base64 (a Secret's data) mixes cases and digits; paths and words such as install/upgrade do not."""
+    word = match.group(0)
+    mixed = (
+        any(c.isdigit() for c in word) and any(c.isupper() for c in word) and any(c.islower() for c in word)
+    )
+    return "<redacted>" if mixed else word
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -63,16 +73,18 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         if len(secret) >= 4:
             text = text.replace(secret, "<redacted>")
     text = _SECRET_ASSIGNMENT.sub(r"\1\2<redacted>", text)
+    text = _REDIS_PASSWORD.sub(r"\1\2<redacted>", text)
     text = _URL_CREDENTIALS.sub(r"\1\2:<redacted>@", text)
-    text = _LONG_BASE64.sub("<redacted>", text)
+    text = _BASE64_WORD.sub(_looks_encoded, text)
     text = text.strip()
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 15] + " ... (truncated)"
+    suffix = " ... (truncated)"
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - len(suffix)] + suffix
 
 
 def classify(stderr: str) -> HelmError:
     """The failure that Helm's error output describes."""
     message = redact(stderr) or "helm failed without a message"
-    lowered = message.lower()
+    lowered = stderr.lower()
     if "post-render" in lowered or "post render" in lowered or "postrender" in lowered:
         reason = "BudgetExceeded" if "budget" in lowered or "quota" in lowered else "ManifestsRejected"
         return HelmError(reason, message, permanent=True)

@@ -72,10 +72,12 @@ def test_the_guides_example_runs(kube: Kube, tenants: Tenants) -> None:
 def test_a_missing_secret_is_reported_until_it_exists(kube: Kube, tenants: Tenants) -> None:
     name = unique("nosecret")
     tenants.apply(sample_tenant(name))
-    wait_until(
-        lambda: (s := tenants.status(name)).get("phase") == "Degraded" and s["release"]["state"] == "Deployed",
-        what="the release installed and the missing secret reported",
-    )
+
+    def reported() -> bool:
+        status = tenants.status(name)
+        return status.get("phase") == "Degraded" and status["release"]["state"] == "Deployed"
+
+    wait_until(reported, what="the release installed and the missing secret reported")
     degraded = tenants.condition(name, "Degraded")
     assert degraded["status"] == "True"
     assert degraded["reason"] == "SecretNotFound"

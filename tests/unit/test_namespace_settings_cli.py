@@ -1,0 +1,83 @@
+"""The namespace builder, the settings from TENANT_OPERATOR_* variables and the command line."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tenant_operator.__main__ import parse_args, zap_level
+from tenant_operator.namespace import build_namespace, labels_to_fix
+from tenant_operator.settings import Settings
+
+TENANT = {"apiVersion": "neurallog.io/v1", "kind": "Tenant", "metadata": {"name": "acme", "uid": "u-1"}}
+
+
+def test_the_namespace_carries_the_tenant_and_pod_security() -> None:
+    namespace = build_namespace("tenant-acme", TENANT)
+    labels = namespace["metadata"]["labels"]
+    assert namespace["metadata"]["name"] == "tenant-acme"
+    assert labels["neurallog.io/tenant"] == "acme"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    owner = namespace["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "Tenant",
+        "acme",
+        "u-1",
+        True,
+    )
+
+
+def test_labels_to_fix() -> None:
+    good = build_namespace("tenant-acme", TENANT)
+    assert labels_to_fix(good, "acme") == {}
+    tampered = {
+        "metadata": {
+            "labels": {**good["metadata"]["labels"], "pod-security.kubernetes.io/enforce": "privileged"}
+        }
+    }
+    assert labels_to_fix(tampered, "acme") == {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+def test_settings_from_prefixed_variables() -> None:
+    settings = Settings.from_env(
+        {
+            "TENANT_OPERATOR_HELM": "/usr/bin/helm3",
+            "TENANT_OPERATOR_CHART": "/charts/tenant",
+            "TENANT_OPERATOR_CONCURRENCY": "8",
+            "TENANT_OPERATOR_LOG_LEVEL": "debug",
+            "HELM": "ignored without the prefix",
+        }
+    )
+    assert settings.helm == "/usr/bin/helm3"
+    assert settings.chart == Path("/charts/tenant")
+    assert settings.concurrency == 8
+    assert settings.log_level == "debug"
+    assert Settings.from_env({}).concurrency == 4
+
+
+@pytest.mark.parametrize("variable", ["TENANT_OPERATOR_CONCURRENCY", "TENANT_OPERATOR_HEALTH_PORT"])
+def test_bad_settings_are_refused(variable: str) -> None:
+    with pytest.raises(ValidationError, match=variable.removeprefix("TENANT_OPERATOR_").lower()):
+        Settings.from_env({variable: "0" if variable.endswith("CONCURRENCY") else "70000"})
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [
+        ("debug", "debug"),
+        ("info", "info"),
+        ("warn", "warning"),
+        ("error", "error"),
+        ("panic", "error"),
+        ("2", "debug"),
+    ],
+)
+def test_zap_log_levels(given: str, level: str) -> None:
+    assert zap_level(given) == level
+    assert parse_args([f"--zap-log-level={given}"]).zap_log_level == level
+
+
+def test_an_unknown_zap_level_is_refused() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown level"):
+        zap_level("loud")

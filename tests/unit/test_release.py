@@ -1,0 +1,209 @@
+"""Helm calls of the operator: arguments, output, error classification, redaction; Helm itself faked by a
+script, so that no cluster is needed."""
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tenant_operator.release import (
+    Helm,
+    HelmError,
+    classify,
+    desired_hash,
+    fingerprint,
+    parse_release,
+    redact,
+    upgrade_args,
+)
+from tenant_operator.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("password: hunter2-long", "hunter2-long"),
+        ('{"apiKey": "abcd-efgh"}', "abcd-efgh"),
+        ("requirepass s3cr3tvalue", "s3cr3tvalue"),
+        ("REDIS_URL=redis://:pa55word@redis:6379", "pa55word"),
+        ("data:\n  password: c3VwZXJzZWNyZXRwYXNzd29yZDEyMzQ=", "c3VwZXJzZWNyZXRwYXNzd29yZDEyMzQ="),
+        ("data:\n  api: c3VwZXJzZWNyZXRwYXNzd29yZDEyMzQ=", "c3VwZXJzZWNyZXRwYXNzd29yZDEyMzQ="),
+        ("token=abc.def.ghi", "abc.def.ghi"),
+    ],
+)
+def test_redact_hides_secrets(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+    assert "<redacted>" in redact(text)
+
+
+def test_redact_hides_given_values_and_keeps_the_rest() -> None:
+    assert redact("Error: budget exceeded by the value xyzzy-42", ["xyzzy-42"]) == (
+        "Error: budget exceeded by the value <redacted>"
+    )
+    for kept in (
+        "Error: limits.cpu 3 exceeds tenant budget 2",
+        "another operation (install/upgrade/rollback) is in progress",
+        "charts/tenant/templates/server-deployment.yaml",
+    ):
+        assert redact(kept) == kept
+    assert len(redact("x" * 10000)) <= 4000
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason", "permanent"),
+    [
+        ("Error: error while running post render on files: budget: limits.cpu 3 > 2", "BudgetExceeded", True),
+        (
+            "Error: error while running post render on files: plugin exited with error",
+            "ManifestsRejected",
+            True,
+        ),
+        (
+            "Error: values don't meet the specifications of the schema(s): at '/server/replicas'",
+            "InvalidValues",
+            True,
+        ),
+        (
+            "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress",
+            "ReleaseBusy",
+            False,
+        ),
+        ('Error: Deployment "x" is invalid: spec.template', "InstallRejected", True),
+        ("Error: Kubernetes cluster unreachable: connection refused", "HelmFailed", False),
+        ("", "HelmFailed", False),
+    ],
+)
+def test_classify(stderr: str, reason: str, permanent: bool) -> None:
+    error = classify(stderr)
+    assert (error.reason, error.permanent) == (reason, permanent)
+
+
+def test_desired_hash_follows_values_and_chart() -> None:
+    values = {"server": {"replicas": 1}, "displayName": "x"}
+    assert desired_hash(values, "chart-a") == desired_hash(dict(reversed(values.items())), "chart-a")
+    assert desired_hash(values, "chart-a") != desired_hash(values, "chart-b")
+    assert desired_hash(values, "chart-a") != desired_hash({**values, "displayName": "y"}, "chart-a")
+
+
+def test_fingerprint_follows_every_file(tmp_path: Path) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "a.yaml").write_text("a")
+    before = fingerprint([tmp_path])
+    assert fingerprint([tmp_path]) == before
+    (tmp_path / "templates" / "a.yaml").write_text("b")
+    assert fingerprint([tmp_path]) != before
+
+
+def test_upgrade_arguments() -> None:
+    args = upgrade_args(
+        name="t",
+        namespace="tenant-t",
+        chart=Path("/charts/tenant"),
+        values_file=Path("/tmp/v.json"),
+        postrenderer="tenant-postrender",
+        timeout=300,
+    )
+    assert args[:4] == ["upgrade", "--install", "t", "/charts/tenant"]
+    assert args[args.index("--namespace") + 1] == "tenant-t"
+    assert args[args.index("--post-renderer") + 1] == "tenant-postrender"
+    assert args[args.index("--output") + 1] == "json"
+    assert "--wait" not in args
+
+
+def test_parse_release_keeps_no_manifest() -> None:
+    output = {
+        "name": "t",
+        "version": 3,
+        "info": {"status": "deployed"},
+        "chart": {"metadata": {"version": "0.1.0"}},
+        "manifest": "kind: Secret\ndata:\n  password: c2VjcmV0",
+    }
+    release = parse_release(json.dumps(output))
+    assert (release.name, release.revision, release.chart_version, release.status) == (
+        "t",
+        3,
+        "0.1.0",
+        "deployed",
+    )
+    assert "c2VjcmV0" not in repr(release)
+
+
+FAKE_HELM = """#!/bin/sh
+echo "$@" >> "{log}"
+case "$1" in
+  version) echo "v{major}.3.1" ;;
+  plugin) mkdir -p "$HELM_DATA_HOME/plugins/p" && cp "$3/plugin.yaml" "$HELM_DATA_HOME/plugins/p/" ;;
+  upgrade)
+    values=$(sed -n 's/.*--values \\([^ ]*\\).*/\\1/p' "{log}" | tail -1)
+    cp "$values" "{log}.values"
+    {upgrade} ;;
+  uninstall) echo 'Error: uninstall: Release not loaded: t: release: not found' >&2; exit 1 ;;
+esac
+"""
+RELEASE = {
+    "name": "t",
+    "version": 1,
+    "info": {"status": "deployed"},
+    "chart": {"metadata": {"version": "0.1.0"}},
+}
+UPGRADE_OK = f"echo '{json.dumps(RELEASE)}'"
+UPGRADE_FAILS = (
+    "echo 'Error: error while running post render on files: tenant budget: requests.cpu 3 > 2; "
+    "password: hunter22' >&2; exit 1"
+)
+
+
+def fake_helm(tmp_path: Path, *, major: int, upgrade: str = UPGRADE_OK) -> tuple[Helm, Path]:
+    log = tmp_path / "helm.log"
+    script = tmp_path / "helm"
+    script.write_text(FAKE_HELM.format(log=log, major=major, upgrade=upgrade))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "plugin.yaml").write_text("name: tenant-postrender\ntype: postrenderer/v1\n")
+    settings = Settings(
+        helm=str(script),
+        chart=tmp_path,
+        postrenderer="/opt/venv/bin/tenant-postrender",
+        postrender_plugin=plugin,
+        helm_home=tmp_path / "home",
+    )
+    return Helm(settings), log
+
+
+def test_helm4_installs_the_plugin_once_and_uses_it(tmp_path: Path) -> None:
+    helm, log = fake_helm(tmp_path, major=4)
+    release = asyncio.run(helm.upgrade("t", "tenant-t", {"displayName": "T"}))
+    assert release.revision == 1
+    release = asyncio.run(helm.upgrade("t", "tenant-t", {"displayName": "T"}))
+    calls = log.read_text().splitlines()
+    assert [call.split()[0] for call in calls] == ["version", "plugin", "upgrade", "upgrade"]
+    assert "--post-renderer tenant-postrender " in calls[2]
+    assert json.loads((tmp_path / "helm.log.values").read_text()) == {"displayName": "T"}
+    assert helm.env["HELM_DATA_HOME"] == str(tmp_path / "home" / "data")
+    assert "HELM_PLUGINS" not in helm.env
+    assert helm.env["PATH"].startswith("/opt/venv/bin" + os.pathsep)
+
+
+def test_helm3_runs_the_postrenderer_executable(tmp_path: Path) -> None:
+    helm, log = fake_helm(tmp_path, major=3)
+    asyncio.run(helm.upgrade("t", "tenant-t", {}))
+    assert "--post-renderer /opt/venv/bin/tenant-postrender " in log.read_text()
+
+
+def test_a_failed_upgrade_is_classified_and_redacted(tmp_path: Path) -> None:
+    helm, _ = fake_helm(tmp_path, major=3, upgrade=UPGRADE_FAILS)
+    with pytest.raises(HelmError) as failure:
+        asyncio.run(helm.upgrade("t", "tenant-t", {}))
+    assert failure.value.permanent
+    assert failure.value.reason == "BudgetExceeded"
+    assert "requests.cpu 3 > 2" in failure.value.message
+    assert "hunter22" not in failure.value.message
+
+
+def test_uninstalling_a_missing_release_is_not_an_error(tmp_path: Path) -> None:
+    helm, _ = fake_helm(tmp_path, major=3)
+    assert asyncio.run(helm.uninstall("t", "tenant-t")) is False

@@ -1,0 +1,200 @@
+"""Tenant.status from workloads, pods and the release: pure functions, no cluster."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tenant_operator.api import EnvVar, ReleaseStatus, TenantStatus, WorkloadStatus
+from tenant_operator.status import (
+    Observation,
+    missing_secret_refs,
+    pod_problem,
+    pods_of,
+    same_status,
+    tenant_status,
+    workload_status,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+DEPLOYED = ReleaseStatus(
+    name="t", revision=1, chart_version="0.1.0", state="Deployed", applied_hash="sha256:x"
+)
+RUNNING = WorkloadStatus(phase="Running", ready_replicas=1, total_replicas=1, message="Server is running")
+
+
+def deployment(replicas: int = 2, ready: int = 2, updated: int = 2, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "neurallog-server", "generation": 3},
+        "spec": {"replicas": replicas},
+        "status": {"observedGeneration": 3, "readyReplicas": ready, "updatedReplicas": updated, **status},
+    }
+
+
+def pod(name: str, app: str = "neurallog-server", waiting: str = "", message: str = "") -> dict[str, Any]:
+    state = {"waiting": {"reason": waiting, "message": message}} if waiting else {"running": {}}
+    return {
+        "metadata": {"name": name, "labels": {"app": app}},
+        "status": {
+            "containerStatuses": [{"name": "server", "image": "neurallog/server:unpullable", "state": state}]
+        },
+    }
+
+
+def test_a_missing_workload_is_pending() -> None:
+    assert workload_status("Redis", None, []) == WorkloadStatus(
+        phase="Pending", message="Redis is not created yet"
+    )
+
+
+def test_a_complete_rollout_is_running() -> None:
+    assert workload_status("Server", deployment(), [pod("a"), pod("b")]) == WorkloadStatus(
+        phase="Running", ready_replicas=2, total_replicas=2, message="Server is running"
+    )
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [deployment(ready=1), deployment(updated=1), {**deployment(), "metadata": {"generation": 4}}],
+    ids=["not all ready", "not all updated", "spec not yet observed"],
+)
+def test_an_unfinished_rollout_is_provisioning(workload: dict[str, Any]) -> None:
+    status = workload_status("Server", workload, [])
+    assert status.phase == "Provisioning"
+    assert status.message.startswith("Server: ")
+
+
+def test_zero_replicas_is_running() -> None:
+    status = workload_status("Server", deployment(replicas=0, ready=0, updated=0), [])
+    assert (status.phase, status.message) == ("Running", "Server is scaled to zero")
+
+
+def test_pods_that_cannot_start_fail_the_workload_and_say_why() -> None:
+    stuck = pod(
+        "server-1", waiting="ImagePullBackOff", message='Back-off pulling image "neurallog/server:unpullable"'
+    )
+    status = workload_status("Server", deployment(ready=0, updated=2), [stuck])
+    assert status.phase == "Failed"
+    assert "pod server-1" in status.message
+    assert "ImagePullBackOff" in status.message
+    assert "neurallog/server:unpullable" in status.message
+    assert workload_status("Server", deployment(ready=1), [stuck]).phase == "Degraded"
+
+
+def test_a_replica_failure_condition_is_reported() -> None:
+    quota = {"type": "ReplicaFailure", "status": "True", "message": "exceeded quota: tenant-quota"}
+    status = workload_status("Server", deployment(ready=0, conditions=[quota]), [])
+    assert status.phase == "Failed"
+    assert "exceeded quota: tenant-quota" in status.message
+
+
+def test_pod_problems() -> None:
+    assert pod_problem(pod("ok")) is None
+    assert pod_problem(pod("slow", waiting="ContainerCreating")) is None
+    unschedulable = {
+        "metadata": {"name": "p"},
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}
+            ]
+        },
+    }
+    assert pod_problem(unschedulable) == "pod p cannot be scheduled: 0/1 nodes"
+    assert [p["metadata"]["name"] for p in pods_of("redis", [pod("a"), pod("r", app="redis")])] == ["r"]
+
+
+def test_missing_secret_references() -> None:
+    env = [
+        EnvVar.model_validate({"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+        EnvVar.model_validate({"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "other"}}}),
+        EnvVar.model_validate({"name": "C", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k"}}}),
+        EnvVar.model_validate(
+            {"name": "D", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": True}}}
+        ),
+        EnvVar(name="E", value="plain"),
+    ]
+    missing = missing_secret_refs(env, "tenant-t", {"s": frozenset({"k"}), "gone": None})
+    assert missing == [
+        "B needs key other of Secret s in tenant-t, which it lacks",
+        "C needs Secret gone (key k), which does not exist in tenant-t",
+    ]
+
+
+def observe(**changes: Any) -> Observation:
+    defaults: dict[str, Any] = {
+        "namespace": "tenant-t",
+        "generation": 2,
+        "observed_generation": 2,
+        "deleting": False,
+        "release": DEPLOYED,
+        "server": RUNNING,
+        "redis": RUNNING.model_copy(update={"message": "Redis is running"}),
+    }
+    return Observation(**(defaults | changes))
+
+
+def conditions(status: TenantStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions}
+
+
+def test_everything_ready_is_running() -> None:
+    status = tenant_status(observe(), TenantStatus(), NOW)
+    assert status.phase == "Running"
+    assert status.namespace == "tenant-t"
+    assert status.observed_generation == 2
+    assert conditions(status) == {
+        "Ready": ("True", "AllWorkloadsReady"),
+        "Progressing": ("False", "Complete"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert all(c.observed_generation == 2 and c.last_transition_time == NOW for c in status.conditions)
+
+
+@pytest.mark.parametrize(
+    ("changes", "phase", "reason"),
+    [
+        ({"deleting": True}, "Terminating", "Terminating"),
+        (
+            {
+                "release": DEPLOYED.model_copy(
+                    update={"state": "Failed", "reason": "BudgetExceeded", "message": "x"}
+                )
+            },
+            "Failed",
+            "BudgetExceeded",
+        ),
+        ({"missing_refs": ["API_KEY needs Secret s"]}, "Degraded", "SecretNotFound"),
+        (
+            {"server": WorkloadStatus(phase="Failed", message="Server: pod p is ImagePullBackOff")},
+            "Degraded",
+            "WorkloadsDegraded",
+        ),
+        ({"release": DEPLOYED.model_copy(update={"state": "Installing"})}, "Provisioning", "Installing"),
+        (
+            {"redis": WorkloadStatus(phase="Provisioning", message="Redis: 0/1")},
+            "Provisioning",
+            "WaitingForWorkloads",
+        ),
+    ],
+)
+def test_phases_and_their_reasons(changes: dict[str, Any], phase: str, reason: str) -> None:
+    status = tenant_status(observe(**changes), TenantStatus(), NOW)
+    assert status.phase == phase
+    assert conditions(status)["Ready"] == ("False", reason)
+    degraded = phase in ("Degraded", "Failed")
+    assert conditions(status)["Degraded"][0] == ("True" if degraded else "False")
+    assert conditions(status)["Progressing"][0] == (
+        "True" if phase in ("Provisioning", "Terminating") else "False"
+    )
+
+
+def test_transition_times_change_only_with_the_condition_status() -> None:
+    before = tenant_status(observe(), TenantStatus(), NOW)
+    later = NOW + timedelta(minutes=5)
+    same = tenant_status(observe(), before, later)
+    assert [c.last_transition_time for c in same.conditions] == [NOW, NOW, NOW]
+    assert same_status(before, same)
+    broken = tenant_status(observe(missing_refs=["x"]), before, later)
+    times = {c.type: c.last_transition_time for c in broken.conditions}
+    assert times == {"Ready": later, "Progressing": NOW, "Degraded": later}
+    assert not same_status(before, broken)
