@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if settings.log_level != "debug":  # kopf's line per handled event; our modules log what happened
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics.serve(settings.metrics_port)
     assert handlers.TENANTS  # the handlers register themselves with kopf when imported
     kopf.run(

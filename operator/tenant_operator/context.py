@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import kopf
 
+from tenant_operator.events import EventRecorder
 from tenant_operator.kube import Kube, load_configuration
 from tenant_operator.release import Helm
 from tenant_operator.reporting import Reporter
@@ -16,15 +17,18 @@ class Context:
     helm: Helm
     kube: Kube
     reporter: Reporter
+    events: EventRecorder
 
     @classmethod
     def create(cls, settings: Settings) -> "Context":
         kube = Kube(load_configuration())
+        events = EventRecorder(kube)
         return cls(
             settings=settings,
             helm=Helm(settings),
             kube=kube,
-            reporter=Reporter(kube, settings.secret_recheck_seconds),
+            reporter=Reporter(kube, events, settings.secret_recheck_seconds),
+            events=events,
         )
 
 

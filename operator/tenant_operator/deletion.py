@@ -12,7 +12,6 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from tenant_operator import events
 from tenant_operator.api import namespace_for
 from tenant_operator.context import Context
 from tenant_operator.release import HelmError
@@ -32,12 +31,12 @@ async def delete(context: Context, body: Mapping[str, Any]) -> None:
         existing = await context.kube.get_namespace(namespace)
         if existing is not None and not existing["metadata"].get("deletionTimestamp"):
             if await context.helm.uninstall(name, namespace):
-                events.post(body, "Normal", "Uninstalled", f"Uninstalled release {name}")
+                context.events.post(body, "Normal", "Uninstalled", f"Uninstalled release {name}")
             await context.kube.delete_namespace(namespace)
-            events.post(body, "Normal", "DeletingNamespace", f"Deleting namespace {namespace}")
+            context.events.post(body, "Normal", "DeletingNamespace", f"Deleting namespace {namespace}")
             existing = await context.kube.get_namespace(namespace)
     except HelmError as error:
-        events.post(body, "Warning", error.reason, error.message)
+        context.events.post(body, "Warning", error.reason, error.message)
         raise kopf.TemporaryError(f"uninstall: {error.message}", delay=10) from None
     except ApiException as error:
         raise kopf.TemporaryError(f"namespace {namespace}: {error.reason}", delay=10) from error
@@ -49,5 +48,5 @@ async def delete(context: Context, body: Mapping[str, Any]) -> None:
         raise kopf.TemporaryError(
             f"waiting for namespace {namespace} to be deleted", delay=context.settings.namespace_poll_seconds
         )
-    events.post(body, "Normal", "Deleted", f"Namespace {namespace} is gone")
+    context.events.post(body, "Normal", "Deleted", f"Namespace {namespace} is gone")
     context.reporter.forget(name)

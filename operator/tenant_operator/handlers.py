@@ -1,11 +1,10 @@
 """The kopf handlers: thin, typed, each handing its work to the module of its use case."""
 
-import logging
 from typing import Any
 
 import kopf
 
-from tenant_operator import deletion, events, metrics, reconcile
+from tenant_operator import deletion, metrics, reconcile
 from tenant_operator.api import GROUP, NAMESPACE_PREFIX, PLURAL, VERSION
 from tenant_operator.context import from_memo
 from tenant_operator.release import redact
@@ -17,14 +16,13 @@ WORKLOADS = ("deployments", "statefulsets", "pods")
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Kopf's own state under our API group; events only where we post them; watches filtered server-side."""
+    """Kopf's own state under our API group, no events of kopf's own, watches filtered server-side."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.CRITICAL
-    settings.posting.reporting_component = "tenant-operator"
+    settings.posting.enabled = False  # events.py posts them where `kubectl describe tenant` finds them
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -47,7 +45,7 @@ async def reconcile_tenant(body: kopf.Body, memo: kopf.Memo, retry: int, **_: An
             raise
         except Exception as error:
             message = redact(f"{type(error).__name__}: {error}")
-            events.post(body, "Warning", "ReconcileError", message)
+            context.events.post(body, "Warning", "ReconcileError", message)
             raise kopf.TemporaryError(message, delay=reconcile.retry_delay(retry)) from error
 
 

@@ -12,7 +12,6 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from tenant_operator import events
 from tenant_operator.api import ReleaseStatus, TenantSpec, namespace_for, tenant_name_problem
 from tenant_operator.context import Context
 from tenant_operator.namespace import build_namespace, labels_to_fix
@@ -51,7 +50,7 @@ async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
         raise kopf.TemporaryError(f"namespace {namespace} is still being deleted; waiting", delay=5)
     if existing is None:
         if await context.kube.create_namespace(build_namespace(namespace, body)):
-            events.post(body, "Normal", "NamespaceCreated", f"Created namespace {namespace}")
+            context.events.post(body, "Normal", "NamespaceCreated", f"Created namespace {namespace}")
         return namespace
     owner = existing["metadata"].get("labels", {}).get("neurallog.io/tenant")
     if owner not in (None, name):
@@ -59,7 +58,7 @@ async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
     fixes = labels_to_fix(existing, name)
     if fixes:
         await context.kube.label_namespace(namespace, fixes)
-        events.post(body, "Normal", "NamespaceLabelled", f"Labelled namespace {namespace}")
+        context.events.post(body, "Normal", "NamespaceLabelled", f"Labelled namespace {namespace}")
     return namespace
 
 
@@ -75,7 +74,7 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int) -> No
             update={"state": "Failed", "reason": "InvalidTenant", "message": str(error)}
         )
         await context.reporter.report(name, release=failed, observed_generation=generation)
-        events.post(body, "Warning", "InvalidTenant", str(error))
+        context.events.post(body, "Warning", "InvalidTenant", str(error))
         raise
     values = spec.to_values()
     wanted = desired_hash(values, context.helm.chart_fingerprint)
@@ -98,7 +97,7 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int) -> No
         }
     )
     await context.reporter.report(name, release=installing, observed_generation=previous.observed_generation)
-    events.post(body, "Normal", "Installing", f"Installing release {name} into {namespace}")
+    context.events.post(body, "Normal", "Installing", f"Installing release {name} into {namespace}")
     try:
         release = await context.helm.upgrade(name, namespace, values)
     except HelmError as error:
@@ -107,7 +106,7 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int) -> No
             update={"state": state, "reason": error.reason, "message": error.message}
         )
         await context.reporter.report(name, release=failed, observed_generation=generation)
-        events.post(body, "Warning", error.reason, error.message)
+        context.events.post(body, "Warning", error.reason, error.message)
         if error.permanent:
             raise kopf.PermanentError(f"{error.reason}: {error.message}") from None
         raise kopf.TemporaryError(f"{error.reason}: {error.message}", delay=retry_delay(retry)) from None
@@ -121,6 +120,6 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int) -> No
     )
     await context.reporter.report(name, release=deployed, observed_generation=generation)
     chart = f"chart {release.chart_version}"
-    events.post(
+    context.events.post(
         body, "Normal", "Installed", f"Release {name} revision {release.revision} ({chart}) installed"
     )

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from tenant_operator import events, metrics
+from tenant_operator import metrics
 from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, namespace_for
+from tenant_operator.events import EventRecorder
 from tenant_operator.kube import Kube, Object
 from tenant_operator.status import (
     REDIS_APP,
@@ -35,7 +36,9 @@ from tenant_operator.status import (
 
 logger = logging.getLogger(__name__)
 
-QUIET_PHASES = ("Running", "Provisioning", "Terminating", "Pending")
+# Phases that the workloads bring about and that get an event here; the steps that lead to the others
+# (installing, a failed install, deleting) post their own events.
+ANNOUNCED_PHASES: dict[str, Literal["Normal", "Warning"]] = {"Running": "Normal", "Degraded": "Warning"}
 
 
 def current_status(tenant: Mapping[str, Any]) -> TenantStatus:
@@ -51,6 +54,7 @@ class Reporter:
     """Derives and writes the status of tenants."""
 
     kube: Kube
+    events: EventRecorder
     secret_recheck_seconds: float
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _pending: set[str] = field(default_factory=set)
@@ -131,7 +135,7 @@ class Reporter:
         return missing_secret_refs(spec.server.env, namespace, await self.kube.secret_keys(namespace, names))
 
     def _announce(self, tenant: Object, previous: TenantStatus, status: TenantStatus) -> None:
-        """An event when the phase changes, or the reason of a problem does."""
+        """An event when the tenant starts running or degrades, or the reason of its trouble changes."""
         degraded = next((c for c in status.conditions if c.type == "Degraded"), None)
         before = next((c for c in previous.conditions if c.type == "Degraded"), None)
         new_problem = (
@@ -139,14 +143,11 @@ class Reporter:
             and degraded.status == "True"
             and (before is None or before.status != "True" or before.reason != degraded.reason)
         )
-        if status.phase == previous.phase and not new_problem:
+        event_type = ANNOUNCED_PHASES.get(status.phase)
+        if event_type is None or (status.phase == previous.phase and not new_problem):
             return
-        ready = next((c for c in status.conditions if c.type == "Ready"), None)
-        reason = ready.reason if ready else status.phase
-        message = f"{status.phase}: {ready.message}" if ready and ready.message else status.phase
-        event_type: Literal["Normal", "Warning"] = "Normal" if status.phase in QUIET_PHASES else "Warning"
-        events.post(tenant, event_type, reason, message)
-        logger.info("tenant %s is %s (%s): %s", tenant["metadata"]["name"], status.phase, reason, message)
+        ready = next(c for c in status.conditions if c.type == "Ready")
+        self.events.post(tenant, event_type, ready.reason, ready.message or status.phase)
 
     def _recheck_while_missing(self, name: str, missing: bool) -> None:
         handle = self._rechecks.pop(name, None)

@@ -66,7 +66,10 @@ def test_the_guides_example_runs(kube: Kube, tenants: Tenants) -> None:
     assert namespace["metadata"]["labels"]["neurallog.io/tenant"] == "sample-tenant"
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     reasons = {event["reason"] for event in tenants.events("sample-tenant")}
-    assert {"NamespaceCreated", "Installing", "Installed"} <= reasons, reasons
+    assert {"NamespaceCreated", "Installing", "Installed", "AllWorkloadsReady"} <= reasons, reasons
+    described = kube.kubectl("describe", "tenant", "sample-tenant").stdout
+    assert re.search(r"Normal\s+Installed\s+.*Release sample-tenant revision 1", described), described
+    assert "Type:                  Ready" in described or re.search(r"Type:\s+Ready", described), described
 
 
 def test_a_missing_secret_is_reported_until_it_exists(kube: Kube, tenants: Tenants) -> None:

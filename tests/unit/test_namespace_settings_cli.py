@@ -1,12 +1,14 @@
 """The namespace builder, the settings from TENANT_OPERATOR_* variables and the command line."""
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from tenant_operator.__main__ import parse_args, zap_level
+from tenant_operator.events import build_event
 from tenant_operator.namespace import build_namespace, labels_to_fix
 from tenant_operator.settings import Settings
 
@@ -81,3 +83,22 @@ def test_zap_log_levels(given: str, level: str) -> None:
 def test_an_unknown_zap_level_is_refused() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="unknown level"):
         zap_level("loud")
+
+
+def test_events_are_filed_where_kubectl_describe_looks() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    event = build_event(TENANT, "Warning", "SecretNotFound", "API_KEY needs Secret s", now)
+    assert event["metadata"]["namespace"] == "default"
+    assert "namespace" not in event["involvedObject"], "a cluster-scoped object's events name no namespace"
+    assert event["involvedObject"] == {
+        "apiVersion": "neurallog.io/v1",
+        "kind": "Tenant",
+        "name": "acme",
+        "uid": "u-1",
+    }
+    assert (event["type"], event["reason"], event["count"]) == ("Warning", "SecretNotFound", 1)
+    assert (
+        event["metadata"]["name"]
+        == build_event(TENANT, "Warning", "SecretNotFound", "API_KEY needs Secret s", now)["metadata"]["name"]
+    ), "a repeat has the same name, and is counted"
+    assert len(build_event(TENANT, "Normal", "X", "m" * 5000, now)["message"]) <= 1024
