@@ -92,6 +92,8 @@ def classify(stderr: str) -> HelmError:
         return HelmError("InvalidValues", message, permanent=True)
     if "another operation (install/upgrade/rollback) is in progress" in lowered:
         return HelmError("ReleaseBusy", message, permanent=False)
+    if "has no deployed releases" in lowered:
+        return HelmError("NoDeployedRelease", message, permanent=False)
     if "exceeded quota" in lowered:
         return HelmError("BudgetExceeded", message, permanent=True)
     if " is invalid" in lowered or "admission webhook" in lowered:
@@ -248,6 +250,8 @@ class Helm:
             error = classify(stderr)
             if error.reason == "ReleaseBusy":
                 await self.unstick(name, namespace)
+            elif error.reason == "NoDeployedRelease":  # a first install that failed half-way: start over
+                await self.uninstall(name, namespace)
             raise error
         return parse_release(stdout)
 

@@ -72,6 +72,7 @@ def test_redact_hides_given_values_and_keeps_the_rest() -> None:
             False,
         ),
         ('Error: Deployment "x" is invalid: spec.template', "InstallRejected", True),
+        ('Error: UPGRADE FAILED: "t" has no deployed releases', "NoDeployedRelease", False),
         ("Error: Kubernetes cluster unreachable: connection refused", "HelmFailed", False),
         ("", "HelmFailed", False),
     ],
