@@ -23,6 +23,7 @@ EventType = Literal["Normal", "Warning"]
 COMPONENT = "tenant-operator"
 EVENT_NAMESPACE = "default"
 MAX_EVENT_MESSAGE = 1024
+MAX_COUNTED = 10_000
 
 
 def build_event(
@@ -62,6 +63,9 @@ class EventRecorder:
 
     kube: Kube
     _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
+    # How often each event was posted by this process: a repeat patches the count, with no read (and no
+    # permission to read events).
+    _counts: dict[str, int] = field(default_factory=dict)
 
     def post(self, tenant: Mapping[str, Any], kind: EventType, reason: str, message: str) -> None:
         event = build_event(tenant, kind, reason, message, datetime.now(UTC))
@@ -72,7 +76,14 @@ class EventRecorder:
         task.add_done_callback(self._tasks.discard)
 
     async def _record(self, event: dict[str, Any]) -> None:
+        metadata = event["metadata"]
         try:
-            await self.kube.record_event(event)
+            if not await self.kube.create_event(event):
+                count = self._counts.get(metadata["name"], 1) + 1
+                patch = {"count": count, "lastTimestamp": event["lastTimestamp"]}
+                await self.kube.patch_event(metadata["namespace"], metadata["name"], patch)
+                if len(self._counts) >= MAX_COUNTED:
+                    self._counts.clear()
+                self._counts[metadata["name"]] = count
         except Exception:
             logger.exception("could not post the event %s", event["reason"])

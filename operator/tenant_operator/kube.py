@@ -75,18 +75,17 @@ class Kube:
             if not is_status(error, 404):  # the Tenant is gone: nothing to report on
                 raise
 
-    async def record_event(self, event: Mapping[str, Any]) -> None:
-        """Create the event, or count one more of it when it exists."""
-        namespace, name = event["metadata"]["namespace"], event["metadata"]["name"]
+    async def create_event(self, event: Mapping[str, Any]) -> bool:
+        """Create an event; False when one of that name exists."""
         try:
-            await self._call(self.core.create_namespaced_event, namespace, event)
-            return
+            await self._call(self.core.create_namespaced_event, event["metadata"]["namespace"], event)
         except ApiException as error:
-            if not is_status(error, 409):
-                raise
-        existing = await self._get_or_none(self.core.read_namespaced_event, name, namespace)
-        count = int((existing or {}).get("count") or 1) + 1
-        patch = {"count": count, "lastTimestamp": event["lastTimestamp"]}
+            if is_status(error, 409):
+                return False
+            raise
+        return True
+
+    async def patch_event(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         await self._call(self.core.patch_namespaced_event, name, namespace, patch)
 
     async def get_namespace(self, name: str) -> Object | None:
