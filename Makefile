@@ -8,7 +8,7 @@ CLUSTER := $(BIN)/python -m local_cluster
 export PATH := $(CURDIR)/.cluster/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo
+.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -49,3 +49,6 @@ docs: setup ## Regenerate each chart's README from the comments of its values.ya
 
 test: binaries lint ## Every test tier: unit, charts, post-renderer, local cluster, end to end
 	$(BIN)/pytest
+
+bench: binaries ## Benchmarks (bench/): the post-renderer's time per release beside helm template alone
+	$(BIN)/python bench/postrender.py
