@@ -67,7 +67,9 @@ def pod_problem(pod: Object) -> str | None:
             return f"{text}: {detail}" if detail else text
     for condition in _get(pod, "status", "conditions", default=[]):
         unschedulable = condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable"
-        if unschedulable and condition.get("status") == "False":
+        # A volume claim that is being bound makes a pod unschedulable for a moment: not a problem.
+        binding = "unbound immediate persistentvolumeclaims" in condition.get("message", "").lower()
+        if unschedulable and condition.get("status") == "False" and not binding:
             return f"pod {name} cannot be scheduled: {condition.get('message', '')}".rstrip(": ")
     if _get(pod, "status", "phase") == "Failed":
         return f"pod {name} failed: {_get(pod, 'status', 'message', default='')}".rstrip(": ")

@@ -100,6 +100,9 @@ def test_pod_problems() -> None:
         },
     }
     assert pod_problem(unschedulable) == "pod p cannot be scheduled: 0/1 nodes"
+    binding = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+    unschedulable["status"]["conditions"][0]["message"] = binding
+    assert pod_problem(unschedulable) is None, "a claim being bound is not a problem"
     assert [p["metadata"]["name"] for p in pods_of("redis", [pod("a"), pod("r", app="redis")])] == ["r"]
 
 
