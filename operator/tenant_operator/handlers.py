@@ -8,10 +8,12 @@ from tenant_operator import deletion, metrics, reconcile
 from tenant_operator.api import GROUP, NAMESPACE_PREFIX, PLURAL, VERSION
 from tenant_operator.context import from_memo
 from tenant_operator.release import redact
+from tenant_operator.status import REDIS_STATEFULSET, SERVER_DEPLOYMENT
 
 TENANTS = (GROUP, VERSION, PLURAL)
 PART_OF = {"app.kubernetes.io/part-of": "neurallog"}
 WORKLOADS = ("deployments", "statefulsets", "pods")
+REPAIRED = {("Deployment", SERVER_DEPLOYMENT), ("StatefulSet", REDIS_STATEFULSET)}
 
 
 @kopf.on.startup()
@@ -57,7 +59,13 @@ async def delete_tenant(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event("apps", "v1", "deployments", labels=PART_OF)
 @kopf.on.event("apps", "v1", "statefulsets", labels=PART_OF)
 @kopf.on.event("", "v1", "pods", labels=PART_OF)
-async def workload_changed(namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """A workload of a tenant namespace changed: report that tenant's status."""
-    if namespace and namespace.startswith(NAMESPACE_PREFIX):
-        from_memo(memo).reporter.request(namespace.removeprefix(NAMESPACE_PREFIX))
+async def workload_changed(
+    type: str | None, body: kopf.Body, name: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """A workload of a tenant namespace changed: report that tenant's status; put back a deleted workload."""
+    if not namespace or not namespace.startswith(NAMESPACE_PREFIX):
+        return
+    context, tenant = from_memo(memo), namespace.removeprefix(NAMESPACE_PREFIX)
+    context.reporter.request(tenant)
+    if type == "DELETED" and (body.get("kind"), name) in REPAIRED:
+        await reconcile.repair(context, tenant, f"{body.get('kind')} {name}")

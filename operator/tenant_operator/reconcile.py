@@ -62,8 +62,9 @@ async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
     return namespace
 
 
-async def reconcile(context: Context, body: Mapping[str, Any], retry: int) -> None:
-    """Bring the tenant's namespace and release to its spec, then report the status."""
+async def reconcile(context: Context, body: Mapping[str, Any], retry: int, *, force: bool = False) -> None:
+    """Bring the tenant's namespace and release to its spec, then report the status; `force` runs Helm even
+    when nothing changed (to put back what someone deleted)."""
     metadata = body["metadata"]
     name, generation = metadata["name"], int(metadata.get("generation", 0))
     previous = current_status(body)
@@ -83,7 +84,7 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int) -> No
     except ApiException as error:
         raise kopf.TemporaryError(f"namespace: {error.reason}", delay=retry_delay(retry)) from error
 
-    if previous.release.state == "Deployed" and previous.release.applied_hash == wanted:
+    if not force and previous.release.state == "Deployed" and previous.release.applied_hash == wanted:
         logger.debug("tenant %s: values and chart unchanged, no Helm call", name)
         await context.reporter.report(name, observed_generation=generation)
         return
@@ -123,3 +124,19 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int) -> No
     context.events.post(
         body, "Normal", "Installed", f"Release {name} revision {release.revision} ({chart}) installed"
     )
+
+
+async def repair(context: Context, name: str, what: str) -> None:
+    """A workload of a running tenant was deleted by someone: install the release again to put it back."""
+    tenant = await context.kube.get_tenant(name)
+    if tenant is None or "deletionTimestamp" in tenant["metadata"]:
+        return
+    if current_status(tenant).release.state != "Deployed":
+        return  # a reconciliation is under way or failed: it knows better
+    context.events.post(
+        tenant, "Warning", "WorkloadDeleted", f"{what} was deleted; installing the release again"
+    )
+    try:
+        await reconcile(context, tenant, retry=0, force=True)
+    except (kopf.PermanentError, kopf.TemporaryError) as error:
+        logger.warning("tenant %s: could not put back %s: %s", name, what, error)

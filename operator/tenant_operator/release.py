@@ -168,6 +168,8 @@ class Helm:
         self.settings = settings
         self._concurrency = asyncio.Semaphore(settings.concurrency)
         self._major: int | None = None
+        # One Helm command per release at a time (what makes a pending release found here a dead one).
+        self._releases: dict[str, asyncio.Lock] = {}
         self.chart_fingerprint = fingerprint([settings.chart, postrenderer_sources()])
         bin_dir = str(Path(settings.postrenderer).parent)
         # A Helm home of the operator's own: the user's Helm configuration and plugins stay out of it. Helm
@@ -230,8 +232,15 @@ class Helm:
         manifests = self.plugins.glob("*/plugin.yaml") if self.plugins.is_dir() else []
         return any(f"name: {PLUGIN_NAME}" in manifest.read_text().splitlines() for manifest in manifests)
 
+    def _release_lock(self, name: str, namespace: str) -> asyncio.Lock:
+        return self._releases.setdefault(f"{namespace}/{name}", asyncio.Lock())
+
     async def upgrade(self, name: str, namespace: str, values: Mapping[str, Any]) -> Release:
         """`helm upgrade --install` of the tenant chart; HelmError when it fails."""
+        async with self._release_lock(name, namespace):
+            return await self._upgrade(name, namespace, values)
+
+    async def _upgrade(self, name: str, namespace: str, values: Mapping[str, Any]) -> Release:
         postrenderer = await self.postrender_argument()
         with tempfile.TemporaryDirectory(prefix="tenant-values-") as directory:
             values_file = Path(directory) / "values.json"
@@ -251,7 +260,7 @@ class Helm:
             if error.reason == "ReleaseBusy":
                 await self.unstick(name, namespace)
             elif error.reason == "NoDeployedRelease":  # a first install that failed half-way: start over
-                await self.uninstall(name, namespace)
+                await self._uninstall(name, namespace)
             raise error
         return parse_release(stdout)
 
@@ -285,10 +294,14 @@ class Helm:
             logger.warning(
                 "release %s/%s is stuck pending its first install; uninstalling it", namespace, name
             )
-            await self.uninstall(name, namespace)
+            await self._uninstall(name, namespace)
 
     async def uninstall(self, name: str, namespace: str) -> bool:
         """`helm uninstall`; False when there was no release."""
+        async with self._release_lock(name, namespace):
+            return await self._uninstall(name, namespace)
+
+    async def _uninstall(self, name: str, namespace: str) -> bool:
         code, _, stderr = await self._run("uninstall", name, "--namespace", namespace)
         if code == 0:
             return True

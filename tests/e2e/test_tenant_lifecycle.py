@@ -212,3 +212,19 @@ def test_pods_that_never_become_ready_degrade_until_the_image_is_fixed(tenants: 
     tenant["spec"]["server"] = {"image": "neurallog/server:latest"}
     tenants.apply(tenant)
     tenants.wait_for_phase(name, "Running")
+
+
+def test_a_deleted_workload_is_put_back(kube: Kube, tenants: Tenants) -> None:
+    name = unique("repair")
+    namespace = f"tenant-{name}"
+    tenants.apply(small_tenant(name))
+    tenants.wait_for_phase(name, "Running")
+    kube.kubectl("delete", "deployment", "neurallog-server", "-n", namespace)
+    wait_until(
+        lambda: (
+            tenants.status(name)["release"]["revision"] == 2 and tenants.status(name)["phase"] == "Running"
+        ),
+        what="the release installed again and the tenant running",
+    )
+    kube.kubectl("get", "deployment", "neurallog-server", "-n", namespace)
+    assert "WorkloadDeleted" in {event["reason"] for event in tenants.events(name)}
