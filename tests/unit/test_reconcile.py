@@ -40,6 +40,10 @@ class FakeKube:
     namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     disappear_after: int = 1  # reads of a deleted namespace before it is gone
     created: list[str] = field(default_factory=list)
+    tenant: dict[str, Any] | None = None
+
+    async def get_tenant(self, name: str) -> dict[str, Any] | None:
+        return self.tenant
 
     async def get_namespace(self, name: str) -> dict[str, Any] | None:
         namespace = self.namespaces.get(name)
@@ -215,3 +219,25 @@ def test_deletion_of_a_tenant_whose_namespace_is_gone_is_quick() -> None:
     asyncio.run(deletion.delete(world.context(), tenant()))
     assert world.helm.uninstalls == []
     assert [reason for _, reason in world.events.posted] == ["Deleted"]
+
+
+@pytest.mark.parametrize(
+    ("state", "deleting", "reinstalled"),
+    [
+        ("Deployed", False, True),
+        ("Installing", False, False),
+        ("Failed", False, False),
+        ("Deployed", True, False),
+    ],
+)
+def test_a_deleted_workload_is_put_back_only_for_a_deployed_tenant(
+    state: str, deleting: bool, reinstalled: bool
+) -> None:
+    world = World()
+    applied = {"state": state, "appliedHash": desired_hash(values(), FINGERPRINT)}
+    world.kube.tenant = tenant({"release": applied})
+    if deleting:
+        world.kube.tenant["metadata"]["deletionTimestamp"] = "now"
+    asyncio.run(reconcile.repair(world.context(), "acme", "Deployment neurallog-server"))
+    assert len(world.helm.upgrades) == (1 if reinstalled else 0)
+    assert (("Warning", "WorkloadDeleted") in world.events.posted) == reinstalled
