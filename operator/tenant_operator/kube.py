@@ -24,7 +24,10 @@ def load_configuration() -> kubernetes.client.ApiClient:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+    configuration = kubernetes.client.Configuration.get_default_copy()
+    # Reports of many tenants run at once, each call in a worker thread of its own.
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
 
 
 def _json(response: Any) -> Object:
