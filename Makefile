@@ -41,7 +41,7 @@ lint: setup ## ruff, mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-manifests: setup ## Regenerate the CRD, values.schema.json and operator/config from the API models and the chart
+manifests: binaries ## Regenerate the CRD, values.schema.json and operator/config from the API models and the chart
 	$(BIN)/python -m tenant_operator.manifests
 
 docs: setup ## Regenerate each chart's README from the comments of its values.yaml
@@ -49,6 +49,9 @@ docs: setup ## Regenerate each chart's README from the comments of its values.ya
 
 test: binaries lint ## Every test tier: unit, charts, post-renderer, local cluster, end to end
 	$(BIN)/pytest
+
+demo: cluster-up ## The guide's walkthrough on the local cluster: operator, example Tenant, status, resources
+	KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/python -m tenant_operator.demo
 
 bench: binaries ## Benchmarks (bench/): the post-renderer's time per release beside helm template alone
 	$(BIN)/python bench/postrender.py

@@ -23,8 +23,9 @@ PLURAL = "tenants"
 SINGULAR = "tenant"
 SHORT_NAMES = ["tn"]
 NAMESPACE_PREFIX = "tenant-"
-# A namespace name is a DNS-1123 label of at most 63 characters; `tenant-` takes 7 of them.
-MAX_TENANT_NAME_LENGTH = 63 - len(NAMESPACE_PREFIX)
+# The tenant's name names its Helm release, which Helm caps at 53 characters; that also keeps the namespace
+# `tenant-<name>` within the 63 characters of a DNS-1123 label.
+MAX_TENANT_NAME_LENGTH = 53
 
 DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -553,7 +554,7 @@ def tenant_name_problem(name: str) -> str | None:
     if len(name) > MAX_TENANT_NAME_LENGTH:
         return (
             f"name must be at most {MAX_TENANT_NAME_LENGTH} characters"
-            f" so that {NAMESPACE_PREFIX}<name> is a valid namespace name"
+            f" (the Helm release takes the tenant's name; the namespace is {NAMESPACE_PREFIX}<name>)"
         )
     if not re.match(DNS1123_LABEL_PATTERN, name):
         return "name must be a DNS-1123 label: lower case letters, digits and '-'"
@@ -564,7 +565,7 @@ ROOT_RULES: list[JsonValue] = [
     cel(
         f"size(self.metadata.name) <= {MAX_TENANT_NAME_LENGTH}",
         f"metadata.name must be at most {MAX_TENANT_NAME_LENGTH} characters,"
-        f" so that the namespace {NAMESPACE_PREFIX}<name> is at most 63",
+        f" (the Helm release takes the tenant's name; the namespace is {NAMESPACE_PREFIX}<name>)",
         reason="FieldValueInvalid",
     ),
     cel(

@@ -64,7 +64,7 @@ def test_bad_specs_are_refused_naming_the_field(kube: Kube, crd: None, case: str
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("a" * 57, "metadata.name must be at most 56 characters"),
+        ("a" * 54, "metadata.name must be at most 53 characters"),
         ("with.dot", "metadata.name must be a DNS-1123 label"),
     ],
 )
@@ -77,5 +77,5 @@ def test_names_that_cannot_make_a_namespace_are_refused(
 
 
 def test_a_56_character_name_is_accepted(kube: Kube, crd: None) -> None:
-    code, output = dry_run(kube, sample_tenant("a" * 56))
+    code, output = dry_run(kube, sample_tenant("a" * 53))
     assert code == 0, output

@@ -82,8 +82,8 @@ def test_bad_values_are_refused(path: str, value: Any, message: str) -> None:
     ("name", "problem"),
     [
         ("sample-tenant", None),
-        ("a" * 56, None),
-        ("a" * 57, "at most 56 characters"),
+        ("a" * 53, None),
+        ("a" * 54, "at most 53 characters"),
         ("with.dot", "DNS-1123 label"),
         ("Upper", "DNS-1123 label"),
     ],
