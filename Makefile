@@ -8,7 +8,7 @@ CLUSTER := $(BIN)/python -m local_cluster
 export PATH := $(CURDIR)/.cluster/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo bench
+.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo demo-clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -50,8 +50,11 @@ docs: setup ## Regenerate each chart's README from the comments of its values.ya
 test: binaries lint ## Every test tier: unit, charts, post-renderer, local cluster, end to end
 	$(BIN)/pytest
 
-demo: cluster-up ## The guide's walkthrough on the local cluster: operator, example Tenant, status, resources
-	KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(BIN)/python -m tenant_operator.demo
+demo: cluster-up ## The main job on the local cluster: operator chart, operator, the guide's example Tenant
+	$(BIN)/python -m tenant_operator.demo
+
+demo-clean: setup ## Delete the demo's Tenant, stop its operator, uninstall the operator chart
+	$(BIN)/python -m tenant_operator.demo --clean
 
 bench: binaries ## Benchmarks (bench/): the post-renderer's time per release beside helm template alone
 	$(BIN)/python bench/postrender.py

@@ -96,14 +96,17 @@ class LocalCluster:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
-        # A pid can be reused by an unrelated process after a reboot: check it still runs from our state dir.
+        # A pid can be reused by an unrelated process after a reboot: check that it still names our state dir
+        # in its command line or its environment (a KUBECONFIG of this cluster).
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            process = Path(f"/proc/{pid}")
+            identity = (process / "cmdline").read_bytes() + (process / "environ").read_bytes()
         except OSError:
             return None
-        return pid if str(self.state_dir).encode() in cmdline else None
+        return pid if str(self.state_dir).encode() in identity else None
 
-    def _start(self, component: str, argv: list[str]) -> None:
+    def start(self, component: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Starts a process attached to the cluster: logged to logs/<component>.log, stopped by ``down``."""
         log = (self.logs / f"{component}.log").open("ab")
         process = subprocess.Popen(
             argv,
@@ -112,10 +115,13 @@ class LocalCluster:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the command that started it, like a service
             cwd=self.state_dir,
+            env=env,
         )
         self._pid_file(component).write_text(str(process.pid))
 
-    def _stop(self, component: str, grace: float = 10.0) -> None:
+    def stop(self, component: str, grace: float = 10.0) -> None:
+        """Stops one process of the cluster: SIGTERM, then SIGKILL after ``grace`` seconds."""
+
         pid = self.pid(component)
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)
@@ -188,9 +194,10 @@ class LocalCluster:
         )
 
     def down(self) -> None:
-        """Stops every process of the cluster, the last started first. Keeps its state."""
-        for component in reversed(COMPONENTS):
-            self._stop(component)
+        """Stops every process of the cluster, those attached to it first (see ``start``). Keeps its state."""
+        attached = sorted({path.stem for path in self.run_dir.glob("*.pid")} - set(COMPONENTS))
+        for component in [*attached, *reversed(COMPONENTS)]:
+            self.stop(component)
 
     def destroy(self) -> None:
         """Stops the cluster and deletes its state (etcd data, certificates, volumes); keeps the binaries."""
@@ -268,7 +275,7 @@ class LocalCluster:
     def _start_etcd(self, ports: Ports) -> None:
         client = f"http://127.0.0.1:{ports.etcd_client}"
         peer = f"http://127.0.0.1:{ports.etcd_peer}"
-        self._start(
+        self.start(
             "etcd",
             [
                 str(self.bin / "etcd"),
@@ -288,7 +295,7 @@ class LocalCluster:
 
     def _start_apiserver(self, ports: Ports) -> None:
         pki = self.pki
-        self._start(
+        self.start(
             "kube-apiserver",
             [
                 str(self.bin / "kube-apiserver"),
@@ -316,7 +323,7 @@ class LocalCluster:
 
     def _start_controllers(self) -> None:
         kubeconfig = f"--kubeconfig={self.kubeconfig}"
-        self._start(
+        self.start(
             "kube-controller-manager",
             [
                 str(self.bin / "kube-controller-manager"),
@@ -335,7 +342,7 @@ class LocalCluster:
                 "--concurrent-namespace-syncs=10",
             ],
         )
-        self._start(
+        self.start(
             "kube-scheduler",
             [
                 str(self.bin / "kube-scheduler"),
@@ -350,7 +357,7 @@ class LocalCluster:
 
     def _start_kwok(self, ports: Ports) -> None:
         stages = Path(__file__).with_name("kwok-stages.yaml")
-        self._start(
+        self.start(
             "kwok",
             [
                 str(self.bin / "kwok"),
@@ -371,7 +378,7 @@ class LocalCluster:
         )
 
     def _start_provisioner(self) -> None:
-        self._start(
+        self.start(
             "volume-provisioner",
             [
                 sys.executable,

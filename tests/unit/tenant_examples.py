@@ -5,7 +5,7 @@ from typing import Any
 
 import yaml
 
-GUIDE_TENANT = Path(__file__).with_name("guide-tenant.yaml")
+GUIDE_TENANT = Path(__file__).resolve().parents[1] / "fixtures" / "sample-tenant.yaml"
 
 
 def guide_spec() -> dict[str, Any]:
