@@ -322,17 +322,20 @@ class LocalCluster:
         )
 
     def _start_controllers(self) -> None:
-        kubeconfig = f"--kubeconfig={self.kubeconfig}"
+        # Both talk to the API server as the admin and serve nothing themselves.
+        common = [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+        ]
         self.start(
             "kube-controller-manager",
             [
                 str(self.bin / "kube-controller-manager"),
-                kubeconfig,
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-                "--leader-elect=false",
+                *common,
                 f"--service-account-private-key-file={self.pki / 'sa.key'}",
                 f"--root-ca-file={self.pki / 'ca.crt'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -342,18 +345,7 @@ class LocalCluster:
                 "--concurrent-namespace-syncs=10",
             ],
         )
-        self.start(
-            "kube-scheduler",
-            [
-                str(self.bin / "kube-scheduler"),
-                kubeconfig,
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-                "--leader-elect=false",
-            ],
-        )
+        self.start("kube-scheduler", [str(self.bin / "kube-scheduler"), *common])
 
     def _start_kwok(self, ports: Ports) -> None:
         stages = Path(__file__).with_name("kwok-stages.yaml")
