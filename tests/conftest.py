@@ -22,6 +22,20 @@ REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".cluster"
 
 
+def run_tool(
+    argv: list[str], env: dict[str, str], input: str | None = None, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command line tool; with ``check``, a failure fails the test with the tool's output."""
+    result = subprocess.run(
+        argv, input=input, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
 @dataclass
 class Kube:
     """A reachable cluster and the tools that talk to it."""
@@ -40,20 +54,7 @@ class Kube:
     def run(
         self, tool: str, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(self.bin / tool), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{tool} {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-            )
-        return result
+        return run_tool([str(self.bin / tool), *args], self.env, input=input, check=check, timeout=timeout)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300

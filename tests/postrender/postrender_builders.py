@@ -267,3 +267,15 @@ def by_kind_and_name(objects: list[Manifest]) -> dict[tuple[str, str], Manifest]
 
 def policies(objects: list[Manifest]) -> dict[str, Manifest]:
     return {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "NetworkPolicy"}
+
+
+# The policies injected for the guide's example, in the order the post-renderer writes them.
+EXAMPLE_POLICIES = (
+    "default-deny",
+    "allow-dns",
+    "server-to-redis",
+    "redis-replication",
+    "allow-namespaces",
+    "ingress-0",
+    "egress-0",
+)

@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import run_tool
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "tenant"
 EXAMPLE_VALUES = CHART / "ci" / "example-values.yaml"
@@ -54,16 +56,4 @@ class IsolatedHelm:
             self.run("plugin", "install", str(PLUGIN_DIR))
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(self.tool.path), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{self.tool.executable} {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
-            )
-        return result
+        return run_tool([str(self.tool.path), *args], self.env, check=check, timeout=timeout)
