@@ -21,8 +21,10 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed ## Create .venv with the project and its development tools
 
+# With KUBECONFIG set (kind in a user's CI) only the clients are built; the local cluster builds the rest
+# itself if it has to boot after all.
 binaries: setup ## Build (or reuse from the cache) etcd, Kubernetes, KWOK, Helm and ct into .cluster/bin
-	$(CLUSTER) build
+	$(CLUSTER) build $(if $(KUBECONFIG),--clients-only)
 
 cluster-up: setup ## Boot the local cluster (idempotent); KUBECONFIG=.cluster/kubeconfig
 	$(CLUSTER) up

@@ -85,7 +85,7 @@ def _reachable(kubeconfig: str) -> bool:
 def kube() -> Iterator[Kube]:
     external = os.environ.get("KUBECONFIG")
     if external and Path(external).resolve() != (STATE / "kubeconfig").resolve():
-        ensure_binaries(STATE / "bin")
+        ensure_binaries(STATE / "bin", clients_only=True)
         if _reachable(external):
             yield Kube(Path(external), STATE / "bin")
             return

@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state", type=Path, default=DEFAULT_STATE, help="state directory (default: %(default)s)"
     )
+    parser.add_argument(
+        "--clients-only",
+        action="store_true",
+        help="build: only kubectl, helm, helm3 and ct, for tests against another cluster (KUBECONFIG)",
+    )
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state)
     if args.command == "up":
@@ -29,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "destroy":
         cluster.destroy()
     elif args.command == "build":
-        ensure_binaries(cluster.bin)
+        ensure_binaries(cluster.bin, clients_only=args.clients_only)
     else:
         running = cluster.running()
         for component, pid in running.items():

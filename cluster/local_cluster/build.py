@@ -53,10 +53,12 @@ class Tool:
     module: str  # the module whose version is the tool's version
     binaries: dict[str, str]  # output file name -> Go package
     ldflags: Callable[[str], list[str]]
+    server: bool = False  # only the local cluster runs it; tests against another cluster need only clients
+    wrapper: str = ""  # the directory under cluster/tools, when it is not the tool's name
 
     @property
     def directory(self) -> Path:
-        return TOOLS_DIR / self.name
+        return TOOLS_DIR / (self.wrapper or self.name)
 
     def version(self) -> str:
         text = (self.directory / "go.mod").read_text()
@@ -82,16 +84,24 @@ TOOLS = (
             "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
-            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
         },
         _kubernetes_ldflags,
+        server=True,
     ),
-    Tool("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "."}, lambda _v: []),
+    Tool(
+        "kubectl",
+        "k8s.io/kubernetes",
+        {"kubectl": "k8s.io/kubernetes/cmd/kubectl"},
+        _kubernetes_ldflags,
+        wrapper="kube",
+    ),
+    Tool("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "."}, lambda _v: [], server=True),
     Tool(
         "kwok",
         "sigs.k8s.io/kwok",
         {"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
         lambda v: [f"-X sigs.k8s.io/kwok/pkg/consts.Version={v.lstrip('v')}"],
+        server=True,
     ),
     Tool(
         "helm4",
@@ -129,11 +139,12 @@ def _build(tool: Tool, target: Path) -> None:
         )
 
 
-def ensure_binaries(bin_dir: Path) -> None:
-    """Builds what the cache lacks and links every binary into ``bin_dir``."""
+def ensure_binaries(bin_dir: Path, clients_only: bool = False) -> None:
+    """Builds what the cache lacks and links the binaries into ``bin_dir``: every one, or with
+    ``clients_only`` those that tests against another cluster use (kubectl, helm, helm3, ct)."""
     go_version = _go_version()
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for tool in TOOLS:
+    for tool in (tool for tool in TOOLS if not (clients_only and tool.server)):
         entry = cache_root() / "bin" / tool.cache_key(go_version)
         if not entry.is_dir():
             print(
