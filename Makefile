@@ -52,11 +52,11 @@ docs: setup ## Regenerate each chart's README from the comments of its values.ya
 test: binaries lint ## Every test tier: unit, charts, post-renderer, local cluster, end to end
 	$(BIN)/pytest
 
-demo: cluster-up ## The main job on the local cluster: operator chart, operator, the guide's example Tenant
-	$(BIN)/python -m tenant_operator.demo
+demo: cluster-up ## The main job on the local cluster: the operator chart and its pod, the guide's example Tenant
+	$(BIN)/python -m local_cluster.demo
 
-demo-clean: setup ## Delete the demo's Tenant, stop its operator, uninstall the operator chart
-	$(BIN)/python -m tenant_operator.demo --clean
+demo-clean: setup ## Delete the demo's Tenant and wait for its namespace to go, uninstall the operator chart
+	$(BIN)/python -m local_cluster.demo --clean
 
 bench: binaries ## Benchmarks (bench/): the post-renderer's time per release beside helm template alone
 	$(BIN)/python bench/postrender.py
