@@ -17,10 +17,17 @@ the post-renderer consumes (it is never applied) and replaces with the policies 
   `allowedNamespaces`, matched by the namespace's
   `kubernetes.io/metadata.name` label, which the API server sets and nobody can forge. Absent when the list is
   empty: a rule with no peers would admit everyone.
-- `ingress-<i>` / `egress-<i>`: `ingressRules[i]` / `egressRules[i]` as written, for the server pods.
-  The labels select pods of the tenant's own namespace: a peer elsewhere is reached through
-  `allowedNamespaces`, so that a rule never opens the tenant to pods another tenant can label. No ports
-  means all ports, as in Kubernetes.
+- `ingress-<i>` / `egress-<i>`: `ingressRules[i]` lets the pods with its `from` labels reach the server on its
+  ports; `egressRules[i]` lets the server reach the pods with its `to` labels on its ports. The labels select
+  pods of the tenant's own namespace and of the `allowedNamespaces` (by their name label), never of any other
+  namespace. No ports means all ports, as in Kubernetes.
+- `ingress-<i>-peers` / `egress-<i>-peers`: the other end of the same path for the peers that live in the
+  tenant's namespace, which are under `default-deny` too: their egress to the server (ingress rules), their
+  ingress from the server (egress rules), on the same ports. Peers in the allowedNamespaces answer to their
+  own namespace's policies.
+- `helm-test`, `helm-test-redis`, `helm-test-server`: the chart's `helm test` pods (app=tenant-test) reach
+  Redis on 6379 and the server on its port, and Redis and the server accept them there. Both ends, nothing
+  more: the tests prove the tenant's own paths rather than a path opened for them.
 """
 
 import json
@@ -42,6 +49,8 @@ MANAGED_BY = "tenant-postrender"
 
 SERVER_PODS = {"app": "neurallog-server"}
 REDIS_PODS = {"app": "redis"}
+# The pods of the chart's `helm test` hooks (charts/tenant/templates/tests/).
+TEST_PODS = {"app": "tenant-test"}
 SERVER_PORT = 3030
 REDIS_PORT = 6379
 DNS_PORT = 53
@@ -259,17 +268,48 @@ def _pods(labels: dict[str, str]) -> dict[str, Any]:
     return {"podSelector": {"matchLabels": dict(labels)}}
 
 
-def _rule_policy(placement: _Placement, name: str, direction: str, rule: Rule) -> Manifest:
+def _namespace(name: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
+
+
+def _one_way(
+    placement: _Placement,
+    name: str,
+    direction: str,
+    pods: dict[str, str],
+    entries: list[tuple[list[dict[str, Any]], tuple[Port, ...]]],
+    *,
+    description: str = "",
+) -> Manifest:
+    """The pods with these labels accept (Ingress) or send (Egress) traffic: one entry per (peers, ports),
+    no ports meaning all ports."""
     peers_key = "from" if direction == "Ingress" else "to"
-    entry: dict[str, Any] = {peers_key: [_pods(rule.peer_labels)]}
-    if rule.ports:
-        entry["ports"] = _ports(*rule.ports)
-    spec = {
-        "podSelector": {"matchLabels": dict(SERVER_PODS)},
-        "policyTypes": [direction],
-        direction.lower(): [entry],
-    }
-    return _policy(placement, name, spec, rule.description)
+    rules = [{peers_key: peers} | ({"ports": _ports(*ports)} if ports else {}) for peers, ports in entries]
+    spec = {"podSelector": {"matchLabels": dict(pods)}, "policyTypes": [direction], direction.lower(): rules}
+    return _policy(placement, name, spec, description)
+
+
+def _rule_policies(
+    placement: _Placement, name: str, direction: str, rule: Rule, namespaces: tuple[str, ...]
+) -> list[Manifest]:
+    """Both ends of a rule's path: the server's (`name`) and that of the peers in the tenant's namespace."""
+    peers = [_pods(rule.peer_labels)] + [
+        _namespace(namespace) | _pods(rule.peer_labels) for namespace in namespaces
+    ]
+    other_way = "Egress" if direction == "Ingress" else "Ingress"
+    return [
+        _one_way(
+            placement, name, direction, SERVER_PODS, [(peers, rule.ports)], description=rule.description
+        ),
+        _one_way(
+            placement,
+            f"{name}-peers",
+            other_way,
+            rule.peer_labels,
+            [([_pods(SERVER_PODS)], rule.ports)],
+            description=rule.description,
+        ),
+    ]
 
 
 def server_port(manifests: Iterable[Manifest]) -> int:
@@ -308,12 +348,7 @@ def build_policies(
                 "policyTypes": ["Egress"],
                 "egress": [
                     {
-                        "to": [
-                            {
-                                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "kube-system"}},
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                            }
-                        ],
+                        "to": [_namespace("kube-system") | _pods({"k8s-app": "kube-dns"})],
                         "ports": _ports(Port("UDP", DNS_PORT), Port("TCP", DNS_PORT)),
                     }
                 ],
@@ -346,30 +381,29 @@ def build_policies(
     ]
     if settings.allowed_namespaces:
         policies.append(
-            _policy(
+            _one_way(
                 placement,
                 "allow-namespaces",
-                {
-                    "podSelector": {"matchLabels": dict(SERVER_PODS)},
-                    "policyTypes": ["Ingress"],
-                    "ingress": [
-                        {
-                            "from": [
-                                {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: name}}}
-                                for name in settings.allowed_namespaces
-                            ],
-                            "ports": _ports(Port("TCP", listen_port)),
-                        }
-                    ],
-                },
+                "Ingress",
+                SERVER_PODS,
+                [([_namespace(name) for name in settings.allowed_namespaces], (Port("TCP", listen_port),))],
             )
         )
+    for direction, rules in (("Ingress", settings.ingress_rules), ("Egress", settings.egress_rules)):
+        for index, rule in enumerate(rules):
+            name = f"{direction.lower()}-{index}"
+            policies += _rule_policies(placement, name, direction, rule, settings.allowed_namespaces)
+    redis, server = (Port("TCP", REDIS_PORT),), (Port("TCP", listen_port),)
+    tests = [_pods(TEST_PODS)]
     policies += [
-        _rule_policy(placement, f"ingress-{index}", "Ingress", rule)
-        for index, rule in enumerate(settings.ingress_rules)
-    ]
-    policies += [
-        _rule_policy(placement, f"egress-{index}", "Egress", rule)
-        for index, rule in enumerate(settings.egress_rules)
+        _one_way(
+            placement,
+            "helm-test",
+            "Egress",
+            TEST_PODS,
+            [([_pods(REDIS_PODS)], redis), ([_pods(SERVER_PODS)], server)],
+        ),
+        _one_way(placement, "helm-test-redis", "Ingress", REDIS_PODS, [(tests, redis)]),
+        _one_way(placement, "helm-test-server", "Ingress", SERVER_PODS, [(tests, server)]),
     ]
     return policies

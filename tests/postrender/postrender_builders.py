@@ -98,7 +98,7 @@ def server_env() -> list[dict[str, Any]]:
     return [
         {"name": "NODE_ENV", "value": "production"},
         {"name": "PORT", "value": "3030"},
-        {"name": "REDIS_URL", "value": "redis://redis:6379"},
+        {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379"},
         {"name": "LOG_LEVEL", "value": "debug"},
         {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}},
         {"name": "MAX_CONNECTIONS", "value": "100"},
@@ -277,5 +277,10 @@ EXAMPLE_POLICIES = (
     "redis-replication",
     "allow-namespaces",
     "ingress-0",
+    "ingress-0-peers",
     "egress-0",
+    "egress-0-peers",
+    "helm-test",
+    "helm-test-redis",
+    "helm-test-server",
 )

@@ -89,45 +89,110 @@ def test_no_allowed_namespaces_means_no_policy_rather_than_an_open_one() -> None
     assert "allow-namespaces" not in injected(EXAMPLE_NETWORK_POLICY | {"allowedNamespaces": []})
 
 
-def test_ingress_rule_is_applied_as_written_to_the_server() -> None:
+def peer(namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "podSelector": {"matchLabels": labels},
+    }
+
+
+def test_ingress_rule_admits_its_peers_here_and_in_the_allowed_namespaces_into_the_server() -> None:
     policy = injected()["ingress-0"]
     assert policy["metadata"]["annotations"]["neurallog.io/description"] == "Allow monitoring tools"
+    prometheus = {"app": "prometheus"}
     assert policy["spec"] == {
         "podSelector": SERVER,
         "policyTypes": ["Ingress"],
         "ingress": [
             {
-                "from": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+                "from": [
+                    {"podSelector": {"matchLabels": prometheus}},
+                    peer("default", prometheus),
+                    peer("monitoring", prometheus),
+                ],
                 "ports": [{"protocol": "TCP", "port": 3030}],
             }
         ],
     }
 
 
-def test_egress_rule_is_applied_as_written_to_the_server() -> None:
+def test_ingress_rule_opens_the_egress_of_its_peers_in_the_tenant_namespace_to_the_server() -> None:
+    policy = injected()["ingress-0-peers"]
+    assert policy["metadata"]["annotations"]["neurallog.io/description"] == "Allow monitoring tools"
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"app": "prometheus"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": SERVER}], "ports": [{"protocol": "TCP", "port": 3030}]}],
+    }
+
+
+def test_egress_rule_lets_the_server_reach_its_peers_here_and_in_the_allowed_namespaces() -> None:
     policy = injected()["egress-0"]
     assert policy["metadata"]["annotations"]["neurallog.io/description"] == "Allow external API access"
+    external = {"app": "external-api"}
     assert policy["spec"] == {
         "podSelector": SERVER,
         "policyTypes": ["Egress"],
         "egress": [
             {
-                "to": [{"podSelector": {"matchLabels": {"app": "external-api"}}}],
+                "to": [
+                    {"podSelector": {"matchLabels": external}},
+                    peer("default", external),
+                    peer("monitoring", external),
+                ],
                 "ports": [{"protocol": "TCP", "port": 443}],
             }
         ],
     }
 
 
-def test_each_rule_gets_its_own_policy_and_a_rule_without_ports_opens_all_ports() -> None:
+def test_egress_rule_opens_the_ingress_of_its_peers_in_the_tenant_namespace_from_the_server() -> None:
+    assert injected()["egress-0-peers"]["spec"] == {
+        "podSelector": {"matchLabels": {"app": "external-api"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": SERVER}], "ports": [{"protocol": "TCP", "port": 443}]}],
+    }
+
+
+def test_each_rule_gets_its_own_policies_and_a_rule_without_ports_opens_all_ports() -> None:
     rules = [
         {"description": "a", "from": {"app": "a"}, "ports": [{"protocol": "UDP", "port": 9000}]},
         {"description": "b", "from": {"app": "b", "tier": "web"}},
     ]
-    found = injected(EXAMPLE_NETWORK_POLICY | {"ingressRules": rules, "egressRules": []})
-    assert [name for name in found if name.startswith(("ingress-", "egress-"))] == ["ingress-0", "ingress-1"]
-    second = found["ingress-1"]["spec"]["ingress"]
-    assert second == [{"from": [{"podSelector": {"matchLabels": {"app": "b", "tier": "web"}}}]}]
+    found = injected({"ingressRules": rules})
+    assert [name for name in found if name.startswith(("ingress-", "egress-"))] == [
+        "ingress-0",
+        "ingress-0-peers",
+        "ingress-1",
+        "ingress-1-peers",
+    ]
+    web = {"podSelector": {"matchLabels": {"app": "b", "tier": "web"}}}
+    assert found["ingress-1"]["spec"]["ingress"] == [{"from": [web]}]
+    assert found["ingress-1-peers"]["spec"]["podSelector"] == web["podSelector"]
+    assert found["ingress-1-peers"]["spec"]["egress"] == [{"to": [{"podSelector": SERVER}]}]
+
+
+def test_helm_test_pods_reach_redis_and_the_server_port_and_are_accepted_there() -> None:
+    found = injected()
+    tests = {"matchLabels": {"app": "tenant-test"}}
+    assert found["helm-test"]["spec"] == {
+        "podSelector": tests,
+        "policyTypes": ["Egress"],
+        "egress": [
+            {"to": [{"podSelector": REDIS}], "ports": [{"protocol": "TCP", "port": 6379}]},
+            {"to": [{"podSelector": SERVER}], "ports": [{"protocol": "TCP", "port": 3030}]},
+        ],
+    }
+    assert found["helm-test-redis"]["spec"] == {
+        "podSelector": REDIS,
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": tests}], "ports": [{"protocol": "TCP", "port": 6379}]}],
+    }
+    assert found["helm-test-server"]["spec"] == {
+        "podSelector": SERVER,
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": tests}], "ports": [{"protocol": "TCP", "port": 3030}]}],
+    }
 
 
 def test_disabled_injects_nothing_and_still_consumes_the_carrier() -> None:
@@ -137,7 +202,15 @@ def test_disabled_injects_nothing_and_still_consumes_the_carrier() -> None:
 
 
 def test_defaults_from_the_api_apply_to_missing_keys() -> None:
-    assert list(injected({})) == ["default-deny", "allow-dns", "server-to-redis", "redis-replication"]
+    assert list(injected({})) == [
+        "default-deny",
+        "allow-dns",
+        "server-to-redis",
+        "redis-replication",
+        "helm-test",
+        "helm-test-redis",
+        "helm-test-server",
+    ]
 
 
 def test_policies_are_labelled_namespaced_and_take_the_carriers_place() -> None:
@@ -221,5 +294,7 @@ def test_allowed_namespaces_reach_the_port_the_server_listens_on() -> None:
     release = example_release()
     [server] = [obj for obj in release if obj["kind"] == "Deployment"]
     server["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": 8080}]
-    spec = policies(read_stream(render(to_stream(release))))["allow-namespaces"]["spec"]
-    assert spec["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    found = policies(read_stream(render(to_stream(release))))
+    assert found["allow-namespaces"]["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert found["helm-test"]["spec"]["egress"][1]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert found["helm-test-server"]["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]

@@ -2,6 +2,7 @@
 
 import pytest
 from postrender_builders import (
+    EXAMPLE_POLICIES,
     example_release,
     helm_test_hook,
     read_stream,
@@ -53,7 +54,7 @@ def test_a_stream_of_hooks_only_passes_without_tenant_settings() -> None:
 
 def test_document_markers_with_content_and_end_markers_are_understood() -> None:
     stream = to_stream(example_release()).replace("---\n", "--- ", 1) + "...\n"
-    assert len(read_stream(render(stream))) == len(example_release()) - 1 + 7
+    assert len(read_stream(render(stream))) == len(example_release()) - 1 + len(EXAMPLE_POLICIES)
 
 
 def test_empty_documents_are_dropped() -> None:
