@@ -8,25 +8,34 @@ CLUSTER := $(BIN)/python -m local_cluster
 export PATH := $(CURDIR)/.cluster/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo demo-clean bench
+.PHONY: help host-packages setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo demo-clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml cluster/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./cluster
 	touch $@
 
-setup: $(BIN)/.installed ## Create .venv with the project and its development tools
+setup: $(BIN)/.installed ## Create .venv with the project, its development tools and the local cluster's tooling
+
+# The real node's runtime and network tools, and what builds its images, from Debian's packages (as root).
+HOST_PACKAGES := runc iptables ipset conntrack iproute2 kmod buildah mmdebstrap busybox-static
+host-packages: ## Install the Debian packages the local cluster's real node needs (missing ones only)
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # With KUBECONFIG set (kind in a user's CI) only the clients are built; the local cluster builds the rest
 # itself if it has to boot after all.
-binaries: setup ## Build (or reuse from the cache) etcd, Kubernetes, KWOK, Helm and ct into .cluster/bin
+binaries: setup $(if $(KUBECONFIG),,host-packages) ## Build (or reuse from the cache) the local cluster's binaries into .cluster/bin
 	$(CLUSTER) build $(if $(KUBECONFIG),--clients-only)
 
-cluster-up: setup ## Boot the local cluster (idempotent); KUBECONFIG=.cluster/kubeconfig
+cluster-up: setup host-packages ## Boot the local cluster (idempotent); KUBECONFIG=.cluster/kubeconfig
 	$(CLUSTER) up
 
 cluster-down: setup ## Stop every process of the local cluster (its state stays)
