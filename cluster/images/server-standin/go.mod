@@ -1,0 +1,3 @@
+module neurallog.io/localcluster/server-standin
+
+go 1.26.0
