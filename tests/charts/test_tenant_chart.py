@@ -45,7 +45,7 @@ GUIDE_DEFAULTS: Doc = {
 GUIDE_DEFAULT_ENV = [
     {"name": "NODE_ENV", "value": "production"},
     {"name": "PORT", "value": "3030"},
-    {"name": "REDIS_URL", "value": "redis://redis:6379"},
+    {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379"},
     {"name": "LOG_LEVEL", "value": "info"},
 ]
 REDIS_PASSWORD_ENV = {
@@ -63,6 +63,8 @@ OBJECTS = {
     ("Service", "redis"),
     ("Deployment", "neurallog-server"),
     ("Service", "neurallog-server"),
+    ("Pod", "tenant-test-redis"),
+    ("Pod", "tenant-test-server"),
 }
 CI_CASES = sorted((TENANT_CHART / "ci").glob("*-values.yaml"))
 
@@ -182,6 +184,33 @@ def test_redis_password_is_generated_into_a_secret_and_nowhere_else(defaults: Ma
     assert '--requirepass "$REDIS_PASSWORD"' in redis["args"][0]
 
 
+def expand(env: list[Doc], sources: dict[str, str]) -> dict[str, str]:
+    """The container's environment as Kubernetes makes it: valueFrom entries from `sources` (by name), and
+    `$(NAME)` in a value replaced by the variable NAME when it is defined earlier in the list."""
+    values: dict[str, str] = {}
+    for entry in env:
+        if "valueFrom" in entry:
+            values[entry["name"]] = sources[entry["name"]]
+            continue
+        values[entry["name"]] = re.sub(
+            r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+            lambda match: values.get(match[1], match[0]),
+            entry["value"],
+        )
+    return values
+
+
+def test_the_default_redis_url_carries_the_password_redis_requires(defaults: Manifests) -> None:
+    password = base64.b64decode(defaults.get("Secret", "redis-auth")["data"]["password"]).decode()
+    env = container(defaults, "Deployment", "neurallog-server")["env"]
+    assert expand(env, {"REDIS_PASSWORD": password})["REDIS_URL"] == f"redis://:{password}@redis:6379"
+    # Redis requires that same password: the server's REDIS_PASSWORD and redis-server's come from one key.
+    redis = container(defaults, "StatefulSet", "redis")
+    assert REDIS_PASSWORD_ENV in env
+    assert REDIS_PASSWORD_ENV in redis["env"]
+    assert '--requirepass "$REDIS_PASSWORD"' in redis["args"][0]
+
+
 def test_network_policy_carrier_holds_the_network_policy_values(
     defaults: Manifests, example: Manifests
 ) -> None:
@@ -211,7 +240,7 @@ def test_the_guides_example(example: Manifests) -> None:
         REDIS_PASSWORD_ENV,
         {"name": "NODE_ENV", "value": "production"},
         {"name": "PORT", "value": "3030"},
-        {"name": "REDIS_URL", "value": "redis://redis:6379"},
+        {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379"},
         {"name": "LOG_LEVEL", "value": "debug"},
         {"name": "MAX_CONNECTIONS", "value": "100"},
         {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "tenant-secrets", "key": "api-key"}}},
@@ -262,6 +291,15 @@ def test_the_guides_example(example: Manifests) -> None:
                 GUIDE_DEFAULT_ENV[3],
             ],
             id="default-replaced-by-reference",
+        ),
+        pytest.param(
+            [{"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379/2"}],
+            [
+                *GUIDE_DEFAULT_ENV[:2],
+                {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379/2"},
+                GUIDE_DEFAULT_ENV[3],
+            ],
+            id="default-replaced-by-value",
         ),
         pytest.param(
             [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],

@@ -89,14 +89,16 @@ seccompProfile:
 {{/*
 The server's environment: the guide's defaults, each replaced in place by a user entry of the same name, then
 the user's other entries in their order. REDIS_PASSWORD comes first so that later values may refer to it as
-$(REDIS_PASSWORD). Literal values are rendered as strings; valueFrom is passed through as written.
+$(REDIS_PASSWORD): the default REDIS_URL does, so the server authenticates to Redis (which requires the
+password) out of the box, and Kubernetes expands it in the container, never in a manifest. Literal values
+are rendered as strings; valueFrom is passed through as written.
 */}}
 {{- define "tenant.server.env" -}}
 {{- $defaults := list
   (dict "name" "REDIS_PASSWORD" "valueFrom" (dict "secretKeyRef" (dict "name" "redis-auth" "key" "password")))
   (dict "name" "NODE_ENV" "value" "production")
   (dict "name" "PORT" "value" "3030")
-  (dict "name" "REDIS_URL" "value" "redis://redis:6379")
+  (dict "name" "REDIS_URL" "value" "redis://:$(REDIS_PASSWORD)@redis:6379")
   (dict "name" "LOG_LEVEL" "value" "info") -}}
 {{- $user := dict -}}
 {{- range .Values.server.env -}}
@@ -129,4 +131,49 @@ $(REDIS_PASSWORD). Literal values are rendered as strings; valueFrom is passed t
   {{- end -}}
 {{- end -}}
 {{- $port -}}
+{{- end }}
+
+{{/*
+Metadata of a `helm test` pod; called with (dict "context" $ "name" "tenant-test-redis" "weight" "1").
+The label app=tenant-test is the one the post-renderer's helm-test policies open (to Redis on 6379 and to
+the server's port): the tests go through the tenant's own network policies. It is none of the Deployment's,
+StatefulSet's or Services' selectors, so no ReplicaSet adopts a test pod and no Service sends it traffic.
+*/}}
+{{- define "tenant.test.metadata" -}}
+name: {{ .name }}
+namespace: {{ .context.Release.Namespace }}
+labels:
+  {{- include "tenant.componentLabels" (dict "context" .context "app" "tenant-test" "component" "test") | nindent 2 }}
+annotations:
+  helm.sh/hook: test
+  helm.sh/hook-weight: {{ .weight | quote }}
+  # Kept after the run for `helm test --logs` and kubectl; replaced by the next run.
+  helm.sh/hook-delete-policy: before-hook-creation
+{{- end }}
+
+{{/*
+The pod spec fields of a `helm test` pod but its containers. Tests run in the Redis image (redis-cli, and
+busybox sh and wget) as its redis user. activeDeadlineSeconds bounds a test whose connection a policy drops:
+the pod then fails instead of hanging until `helm test` times out.
+*/}}
+{{- define "tenant.test.podSpec" -}}
+restartPolicy: Never
+activeDeadlineSeconds: 60
+automountServiceAccountToken: false
+enableServiceLinks: false
+securityContext:
+  {{- include "tenant.podSecurityContext" 999 | nindent 2 }}
+{{- end }}
+
+{{/*
+Resources of a `helm test` container. Helm runs the tests one at a time and the quota charges a pod only
+while it runs, so `helm test` needs this much room beside the release (see the README: Tests).
+*/}}
+{{- define "tenant.test.resources" -}}
+requests:
+  cpu: 10m
+  memory: 16Mi
+limits:
+  cpu: 100m
+  memory: 32Mi
 {{- end }}
