@@ -3,7 +3,8 @@
 The ResourceQuota admits pods one at a time, so a release that overflows it installs "successfully" and
 then leaves pods that never get created (the ReplicaSet retries forever with `exceeded quota` events).
 Adding up the steady state here (replicas x what each pod is charged) refuses such a release before anything
-is applied. Hooks are not counted: they run before or after the release, not beside it.
+is applied. Hooks are not counted: they come and go (a `helm test` pod is charged only while it runs, one
+at a time), and counting them as if they ran forever would refuse a release that just fits its budget.
 """
 
 from decimal import Decimal

@@ -59,7 +59,7 @@ def _tenant_violations(
             )
         )
         return violations
-    # The budget covers what runs alongside the release; hooks come and go around it.
+    # The budget covers the release's steady state; hooks come and go (see budget.py).
     release = [
         obj for document in documents if not document.is_hook for obj in stream.objects_of(document.manifest)
     ]

@@ -4,16 +4,17 @@ No cluster is needed: `helm template` runs the post-renderer just as `helm insta
 """
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from postrender_builders import policies, read_stream
+from policy_model import Pod, allows
+from postrender_builders import EXAMPLE_POLICIES, policies, read_stream
 from postrender_helm import CHART, EXAMPLE_VALUES, HELM3, HELM4, POSTRENDERER, HelmTool, IsolatedHelm
 
 from tenant_postrender import render
 
-DESIGNED = ["default-deny", "allow-dns", "server-to-redis", "redis-replication", "allow-namespaces"]
-EXAMPLE_POLICIES = [*DESIGNED, "ingress-0", "egress-0"]
+DESIGNED = ["default-deny", "allow-dns", "server-to-redis", "redis-replication"]
 
 
 def isolated(tool: HelmTool, home: Path) -> IsolatedHelm:
@@ -58,7 +59,7 @@ def test_the_guide_example_gets_its_policies_through_helm(helm: IsolatedHelm) ->
 def test_every_ci_values_file_of_the_chart_passes_the_post_renderer(helm: IsolatedHelm, values: str) -> None:
     _, stdout, _ = template(helm, "-f", str(CHART / "ci" / values), "--post-renderer", POSTRENDERER)
     network_policy = (yaml.safe_load((CHART / "ci" / values).read_text()) or {}).get("networkPolicy", {})
-    expected = DESIGNED[:4] if network_policy.get("enabled", True) else []
+    expected = DESIGNED if network_policy.get("enabled", True) else []
     assert list(policies(read_stream(stdout)))[:4] == expected
 
 
@@ -97,4 +98,37 @@ def test_the_registry_allow_list_passes_through_post_renderer_args(helm: Isolate
 def test_render_takes_the_chart_as_helm_renders_it(tmp_path: Path) -> None:
     # The operator's path: the Python API on the stream Helm would hand the post-renderer.
     _, stdout, _ = template(isolated(HELM3, tmp_path), "-f", str(EXAMPLE_VALUES))
-    assert list(policies(read_stream(render(stdout)))) == EXAMPLE_POLICIES
+    assert tuple(policies(read_stream(render(stdout)))) == EXAMPLE_POLICIES
+
+
+def pods_of(objects: list[dict[str, Any]], namespace: str) -> dict[str, Pod]:
+    """One pod of each workload and each bare Pod (the test hooks) of a rendering, with its labels."""
+    found = {}
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            found[name] = Pod(name, namespace, obj["spec"]["template"]["metadata"]["labels"])
+        elif obj["kind"] == "Pod":
+            found[name] = Pod(name, namespace, obj["metadata"]["labels"])
+    return found
+
+
+@pytest.mark.parametrize("port", [3030, 8080])
+def test_the_charts_test_pods_reach_redis_and_the_server_through_the_injected_policies(
+    helm: IsolatedHelm, tmp_path: Path, port: int
+) -> None:
+    """The labels of the chart's pods and hooks and the post-renderer's policies agree: each test pod reaches
+    Redis on 6379 and the server on the port it listens on, and nothing else of the tenant."""
+    values = tmp_path / "port.yaml"
+    values.write_text(yaml.safe_dump({"server": {"env": [{"name": "PORT", "value": str(port)}]}}))
+    _, stdout, _ = template(helm, "-f", str(EXAMPLE_VALUES), "-f", str(values))
+    objects = read_stream(render(stdout))
+    found = list(policies(objects).values())
+    pods = pods_of(objects, "tenant-sample-tenant")
+    server, redis = pods["neurallog-server"], pods["redis"]
+    for test in (pods["tenant-test-redis"], pods["tenant-test-server"]):
+        assert allows(found, test, redis, 6379)
+        assert allows(found, test, server, port)
+        assert not allows(found, test, server, 6379)
+        assert not allows(found, test, redis, port)
+        assert not allows(found, server, test, port)

@@ -107,3 +107,62 @@ def test_a_release_over_budget_is_refused_and_nothing_is_applied(
     assert "requests.cpu: the workloads request 5200m in total but the quota allows 2" in stderr
     assert items(kube, "deployments,statefulsets,networkpolicies,resourcequotas", namespace) == []
     assert helm.run("list", "-n", namespace, "-q").stdout.strip() == ""
+
+
+def helm_test(helm: IsolatedHelm, release: str, namespace: str, *only: str) -> tuple[int, str]:
+    """`helm test` of the release (only the named test pods when given), its exit status and output."""
+    filters = [arg for name in only for arg in ("--filter", f"name={name}")]
+    result = helm.run("test", release, "-n", namespace, "--timeout", "3m", *filters, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_helm_test_passes_through_the_policies_and_fails_when_a_path_breaks(
+    kube: Any, tenant: tuple[IsolatedHelm, str, str]
+) -> None:
+    helm, release, namespace = tenant
+    if not helm.tool.plugin:
+        pytest.skip("`helm test` runs the same with either Helm; Helm 4 covers it")
+    install(helm, release, namespace)
+    kube.kubectl("wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=300s")
+    code, output = helm_test(helm, release, namespace)
+    assert code == 0, output
+    tests = items(kube, "pods", namespace)
+    assert {
+        pod["metadata"]["name"]: pod["status"]["phase"]
+        for pod in tests
+        if pod["metadata"]["labels"]["app"] == "tenant-test"
+    } == {
+        "tenant-test-redis": "Succeeded",
+        "tenant-test-server": "Succeeded",
+    }
+    # No ReplicaSet adopted a test pod.
+    assert all(
+        not pod["metadata"].get("ownerReferences")
+        for pod in tests
+        if pod["metadata"]["labels"]["app"] == "tenant-test"
+    )
+    # A server whose Redis is gone is unhealthy.
+    kube.kubectl("scale", "statefulset", "redis", "-n", namespace, "--replicas=0")
+    kube.kubectl("wait", "--for=delete", "pod", "redis-0", "-n", namespace, "--timeout=120s")
+    code, output = helm_test(helm, release, namespace, "tenant-test-server")
+    assert code != 0, output
+    kube.kubectl("scale", "statefulset", "redis", "-n", namespace, "--replicas=1")
+    kube.kubectl("rollout", "status", "statefulset", "redis", "-n", namespace, "--timeout=300s")
+    code, output = helm_test(helm, release, namespace, "tenant-test-server")
+    assert code == 0, output
+    # A policy that drops the path of the tests fails them.
+    kube.kubectl("delete", "networkpolicy", "helm-test-server", "-n", namespace)
+    code, output = helm_test(helm, release, namespace, "tenant-test-server")
+    assert code != 0, output
+    # A password that is not the one Redis runs with is refused (Redis read its password at start).
+    kube.kubectl(
+        "patch",
+        "secret",
+        "redis-auth",
+        "-n",
+        namespace,
+        "-p",
+        '{"stringData": {"password": "not-the-password"}}',
+    )
+    code, output = helm_test(helm, release, namespace, "tenant-test-redis")
+    assert code != 0, output
