@@ -554,7 +554,10 @@ def _build_operator(bin_dir: Path, out: Path, work: Path) -> None:
         work,
         "build",
         "--isolation=chroot",
-        "--network=host",  # pip reaches the package index as the host's pip does
+        # pip in RUN reaches the package index as the host's pip does: on the host's network, trusting the
+        # host's CA bundle (which may hold a proxy's CA). A RUN mount: the image keeps its own bundle.
+        "--network=host",
+        "--volume=/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
         "--pull=never",
         "--layers=false",
         "--format=oci",
