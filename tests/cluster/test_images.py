@@ -268,6 +268,9 @@ def test_a_warm_run_builds_nothing_and_says_nothing(
     assert again == built
     captured = capfd.readouterr()
     assert captured.out == captured.err == ""
+    # The operator's key (the slow image) is computed again the same, without building anything.
+    bin_dir = REPO / ".cluster" / "bin"
+    assert images._cached_name(images.OPERATOR, bin_dir) == images._cached_name(images.OPERATOR, bin_dir)
 
 
 def test_the_cache_key_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
