@@ -540,3 +540,57 @@ def test_operator_image_holds_the_pinned_helm_and_renders_a_tenant(tmp_path: Pat
     )
     assert result.stdout.splitlines()[0] == version.stdout.strip()
     assert "kind: NetworkPolicy" in result.stdout  # added by the post-renderer
+
+
+# --- containerd -------------------------------------------------------------------------------------------
+
+CONTAINERD_CONFIG = """
+version = 3
+root = "{scratch}/root"
+state = "{scratch}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = "{scratch}/containerd.sock"
+[ttrpc]
+  address = "{scratch}/containerd.sock.ttrpc"
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{scratch}/opt"
+"""
+
+IMPORT_SCRIPT = """
+containerd --config "$SCRATCH/containerd.toml" >"$SCRATCH/containerd.log" 2>&1 &
+containerd=$!
+trap 'kill $containerd; wait $containerd' EXIT
+i=0
+until ctr -a "$SCRATCH/containerd.sock" version >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1
+done
+for archive in "$@"; do
+    ctr -a "$SCRATCH/containerd.sock" -n k8s.io images import --platform linux/amd64 "$archive" >/dev/null
+done
+ctr -a "$SCRATCH/containerd.sock" -n k8s.io images check
+"""
+
+
+@pytest.mark.timeout(1800)
+def test_containerd_imports_every_image_under_its_name(tmp_path: Path) -> None:
+    """As the node does (ctr import), with a containerd of its own whose host writes land in tmp_path."""
+    bin_dir = REPO / ".cluster" / "bin"
+    if not all((bin_dir / tool).exists() for tool in ("containerd", "ctr", "helm")):
+        pytest.skip("containerd, ctr and helm are not built (make binaries)")
+    node_images = images.ensure_images(bin_dir)
+    (tmp_path / "containerd.toml").write_text(CONTAINERD_CONFIG.format(scratch=tmp_path))
+    private = ["unshare", "--mount", "--propagation", "private", "sh", "-c", images._PRIVATE_HOST, "sh"]
+    archives = [str(image.archive) for image in node_images]
+    result = subprocess.run(
+        [*private, str(tmp_path / "host"), "sh", "-euc", IMPORT_SCRIPT, "sh", *archives],
+        env={**os.environ, "SCRATCH": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()[1:]]
+    checked = {line[0]: (line[3], line[-1]) for line in lines}
+    assert checked == {image.name: ("complete", "true") for image in node_images}
