@@ -624,6 +624,10 @@ def _ensure(recipe: Recipe, bin_dir: Path) -> LocalImage:
         staged = work / ARCHIVE_NAME
         recipe.build(bin_dir, staged, work)
         staged.rename(archive)  # atomic: a reader sees the whole archive or none
+    # Older builds of the same image go: each edit of the operator's sources would otherwise keep 100 MB.
+    for stale in entry.parent.glob(f"{recipe.slug}-*"):
+        if stale != entry and stale.name.rsplit("-", 1)[0] == recipe.slug:
+            shutil.rmtree(stale, ignore_errors=True)
     size = archive.stat().st_size / 1e6
     print(
         f"built image {recipe.name} in {time.monotonic() - started:.0f}s ({size:.0f} MB, {entry})",
