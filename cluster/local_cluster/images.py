@@ -76,6 +76,7 @@ OPERATOR_CONTEXT = (
     "postrender/tenant-postrender.sh",
     "charts/tenant",
 )
+BUSYBOX = Path("/bin/busybox")  # of Debian's busybox-static, whose version the cache keys name
 REDIS_UID = 999  # the redis user of the official Redis images, which the tenant chart runs Redis as
 NOBODY_UID = 65534
 
@@ -303,12 +304,11 @@ def _sources_file() -> Path:
     raise RuntimeError("no Debian package sources in /etc/apt (debian.sources or sources.list)")
 
 
-def _busybox_tree(root: Path, *, with_passwd: bool = True) -> None:
+def _busybox_tree(root: Path) -> None:
     """Debian's static busybox at /bin/busybox, a link per applet, /etc/passwd and group, /tmp."""
-    busybox = Path(shutil.which("busybox") or "/bin/busybox")
     (root / "bin").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(busybox.resolve(), root / "bin/busybox")
-    for applet in _run([str(busybox), "--list-full"]).split():
+    shutil.copy2(BUSYBOX.resolve(), root / "bin/busybox")
+    for applet in _run([str(BUSYBOX), "--list-full"]).split():
         link = root / applet
         if applet == "bin/busybox" or link.exists() or link.is_symlink():
             continue
@@ -316,15 +316,12 @@ def _busybox_tree(root: Path, *, with_passwd: bool = True) -> None:
         link.symlink_to("/bin/busybox")
     etc = root / "etc"
     etc.mkdir(exist_ok=True)
-    if with_passwd:
-        (etc / "passwd").write_text(
-            "root:x:0:0:root:/root:/bin/sh\n"
-            f"redis:x:{REDIS_UID}:{REDIS_UID}:redis:/data:/bin/false\n"
-            f"nobody:x:{NOBODY_UID}:{NOBODY_UID}:nobody:/nonexistent:/bin/false\n"
-        )
-        (etc / "group").write_text(
-            f"root:x:0:\nredis:x:{REDIS_UID}:\nnogroup:x:{NOBODY_UID}:\n",
-        )
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        f"redis:x:{REDIS_UID}:{REDIS_UID}:redis:/data:/bin/false\n"
+        f"nobody:x:{NOBODY_UID}:{NOBODY_UID}:nobody:/nonexistent:/bin/false\n"
+    )
+    (etc / "group").write_text(f"root:x:0:\nredis:x:{REDIS_UID}:\nnogroup:x:{NOBODY_UID}:\n")
     (etc / "nsswitch.conf").write_text("hosts: files dns\npasswd: files\ngroup: files\n")
     (root / "tmp").mkdir(exist_ok=True)
     (root / "tmp").chmod(0o1777)
@@ -495,8 +492,11 @@ def _build_base(_bin_dir: Path, out: Path, work: Path) -> None:
 
 
 def _helm_key(bin_dir: Path) -> str:
+    helm = bin_dir / "helm"
+    if not helm.exists():
+        raise RuntimeError(f"{helm} is missing: the operator image carries the pinned Helm (build it first)")
     # The pinned Helm's cache entry is named after a hash of its wrapper module and link flags.
-    return str((bin_dir / "helm").resolve())
+    return str(helm.resolve())
 
 
 def _build_helm(bin_dir: Path, out: Path, work: Path) -> None:
@@ -638,7 +638,10 @@ def _ensure(recipe: Recipe, bin_dir: Path) -> LocalImage:
 
 
 def ensure_images(bin_dir: Path) -> list[LocalImage]:
-    """Builds (or reuses from cache) every image the real node preloads; returns them."""
+    """Builds (or reuses from cache) every image the real node preloads; returns them.
+
+    ``bin_dir`` holds the pinned Helm (``build.ensure_binaries``), which the operator image carries.
+    """
     return [_ensure(recipe, bin_dir) for recipe in NODE_IMAGES]
 
 
