@@ -31,6 +31,20 @@ def cache_root() -> Path:
     return Path(base) / "neurallog-tenant-operator"
 
 
+def _helm3_ldflags(version: str) -> list[str]:
+    """Helm 3's release build tells it the Kubernetes version its client-go speaks (one major ahead: client-go
+    v0.37 is Kubernetes 1.37); without these flags it assumes 1.20 and refuses charts needing a newer one."""
+    text = (TOOLS_DIR / "helm3" / "go.mod").read_text()
+    match = re.search(r"^\s*k8s\.io/client-go v(\d+)\.(\d+)\.", text, re.MULTILINE)
+    if not match:
+        raise RuntimeError("cluster/tools/helm3/go.mod does not require k8s.io/client-go")
+    major, minor = int(match.group(1)) + 1, match.group(2)
+    flags = [f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return flags
+
+
 def _kubernetes_ldflags(version: str) -> list[str]:
     major, minor = version.lstrip("v").split(".")[:2]
     flags = []
@@ -55,6 +69,9 @@ class Tool:
     ldflags: Callable[[str], list[str]]
     server: bool = False  # only the local cluster runs it; tests against another cluster need only clients
     wrapper: str = ""  # the directory under cluster/tools, when it is not the tool's name
+    static: bool = False  # built without cgo, for binaries that also run inside images
+    tags: str = ""  # Go build tags
+    subdir: str = ""  # where under the bin directory the binaries are linked (CNI plugins live apart)
 
     @property
     def directory(self) -> Path:
@@ -84,6 +101,8 @@ TOOLS = (
             "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         },
         _kubernetes_ldflags,
         server=True,
@@ -113,13 +132,56 @@ TOOLS = (
         "helm3",
         "helm.sh/helm/v3",
         {"helm3": "helm.sh/helm/v3/cmd/helm"},
-        lambda v: [f"-X helm.sh/helm/v3/internal/version.version={v}"],
+        _helm3_ldflags,
     ),
     Tool(
         "ct",
         "github.com/helm/chart-testing/v3",
         {"ct": "github.com/helm/chart-testing/v3/ct"},
         lambda v: [f"-X github.com/helm/chart-testing/v3/ct/cmd.Version={v}"],
+    ),
+    # The real node: container runtime, CNI plugins, NetworkPolicy firewall and cluster DNS.
+    Tool(
+        "containerd",
+        "github.com/containerd/containerd/v2",
+        {
+            name: f"github.com/containerd/containerd/v2/cmd/{name}"
+            for name in ("containerd", "containerd-shim-runc-v2", "ctr")
+        },
+        lambda v: [f"-X github.com/containerd/containerd/v2/version.Version={v}"],
+        server=True,
+        static=True,
+        tags="no_btrfs no_devmapper no_zfs no_aufs",
+    ),
+    Tool(
+        "cni",
+        "github.com/containernetworking/plugins",
+        {
+            "bridge": "github.com/containernetworking/plugins/plugins/main/bridge",
+            "host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
+            "loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
+            "portmap": "github.com/containernetworking/plugins/plugins/meta/portmap",
+        },
+        lambda v: [f"-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={v}"],
+        server=True,
+        static=True,
+        subdir="cni",
+    ),
+    Tool(
+        "kube-router",
+        "github.com/cloudnativelabs/kube-router/v2",
+        {"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"},
+        lambda v: [f"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={v}"],
+        server=True,
+        static=True,
+    ),
+    Tool(
+        "coredns",
+        "github.com/coredns/coredns",
+        {"coredns": "."},
+        lambda _v: [],  # CoreDNS compiles its version in
+        server=True,
+        static=True,
     ),
 )
 
@@ -131,10 +193,13 @@ def _go_version() -> str:
 def _build(tool: Tool, target: Path) -> None:
     """Builds every binary of one tool into ``target`` (a fresh directory)."""
     ldflags = " ".join(["-s", "-w", *tool.ldflags(tool.version())])
+    env = {**os.environ, "CGO_ENABLED": "0"} if tool.static else None
+    tags = ["-tags", tool.tags] if tool.tags else []
     for output, package in tool.binaries.items():
         subprocess.run(
-            ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(target / output), package],
+            ["go", "build", "-trimpath", *tags, "-ldflags", ldflags, "-o", str(target / output), package],
             cwd=tool.directory,
+            env=env,
             check=True,
         )
 
@@ -163,7 +228,8 @@ def ensure_binaries(bin_dir: Path, clients_only: bool = False) -> None:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             print(f"built {tool.name} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+        (bin_dir / tool.subdir).mkdir(exist_ok=True)
         for output in tool.binaries:
-            link = bin_dir / output
+            link = bin_dir / tool.subdir / output
             link.unlink(missing_ok=True)
             link.symlink_to(entry / output)

@@ -1,10 +1,11 @@
 """A real Kubernetes control plane run as local processes.
 
-etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the binaries a cluster runs; KWOK
-plays the kubelet of fake nodes so that pods are scheduled and become Ready without a container runtime;
-a small volume provisioner binds PersistentVolumeClaims. Everything lives under one state directory
-(``.cluster`` in the checkout): the kubeconfig, certificates, etcd data, logs, pid files and links to the
-binaries.
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the binaries a cluster runs; a
+real node (``node.py``: kubelet, containerd, kube-proxy, kube-router, CoreDNS) runs pods for real; KWOK
+plays the kubelet of fake nodes, tainted so that only pods that ask for them land there (scale work
+without containers); a small volume provisioner binds PersistentVolumeClaims. Everything lives under one
+state directory (``.cluster`` in the checkout): the kubeconfig, certificates, etcd data, logs, pid files
+and links to the binaries.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from local_cluster import node
 from local_cluster.build import ensure_binaries
 from local_cluster.pki import ensure_pki
 
@@ -32,6 +34,8 @@ SERVICE_IP = "10.96.0.1"
 # Pod addresses KWOK hands out: a range that overlaps neither the service range nor loopback.
 POD_CIDR = "10.244.0.0/16"
 NODE_NAMES = ("kwok-node-0",)
+# Only pods tolerating this taint land on the KWOK nodes; all others go to the real node.
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 STORAGE_CLASS = "local"
 PROVISIONER_NAME = "local-cluster.neurallog.io/volume"
 BOOT_TIMEOUT = 90.0
@@ -70,16 +74,27 @@ class Ports:
         return ports
 
 
-class LocalCluster:
-    """The local cluster whose state lives in ``state_dir``."""
+def real_node_default() -> bool:
+    """A real node needs root (links, iptables, mounts); ``LOCAL_CLUSTER_REAL_NODE=0`` leaves it out."""
+    return os.geteuid() == 0 and os.environ.get("LOCAL_CLUSTER_REAL_NODE", "1") != "0"
 
-    def __init__(self, state_dir: Path) -> None:
+
+class LocalCluster:
+    """The local cluster whose state lives in ``state_dir``; with ``real_node``, pods really run."""
+
+    service_cidr = SERVICE_CIDR
+
+    def __init__(self, state_dir: Path, real_node: bool | None = None) -> None:
+        self.real_node = real_node_default() if real_node is None else real_node
+        # With a real node the API server listens on the node's address, so that pods reach it.
+        self.api_host = node.NODE_IP if self.real_node else "127.0.0.1"
         self.state_dir = state_dir.resolve()
         self.bin = self.state_dir / "bin"
         self.pki = self.state_dir / "pki"
         self.logs = self.state_dir / "logs"
         self.run_dir = self.state_dir / "run"
         self.kubeconfig = self.state_dir / "kubeconfig"
+        self.node = node.RealNode(self)
 
     # -- processes ---------------------------------------------------------------------------------------
 
@@ -136,14 +151,18 @@ class LocalCluster:
                     time.sleep(0.05)
         self._pid_file(component).unlink(missing_ok=True)
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        return COMPONENTS + (node.PROCESSES if self.real_node else ())
+
     def running(self) -> dict[str, int | None]:
-        return {component: self.pid(component) for component in COMPONENTS}
+        return {component: self.pid(component) for component in self.components}
 
     # -- health ------------------------------------------------------------------------------------------
 
     def _api_url(self) -> str:
         ports = Ports.load_or_choose(self.state_dir / "ports.json")
-        return f"https://127.0.0.1:{ports.apiserver}"
+        return f"https://{self.api_host}:{ports.apiserver}"
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -177,17 +196,23 @@ class LocalCluster:
         ensure_binaries(self.bin)
         started = time.monotonic()
         ports = Ports.load_or_choose(self.state_dir / "ports.json")
-        ensure_pki(self.pki, SERVICE_IP)
-        self._write_kubeconfig(ports)
+        ensure_pki(self.pki, (SERVICE_IP, node.NODE_IP))
+        self.kubeconfig.write_text(json.dumps(self.kubeconfig_for("admin"), indent=2))
+        self.kubeconfig.chmod(0o600)
+        if self.real_node:
+            self.node.prepare_host()
         self._start_etcd(ports)
         self._start_apiserver(ports)
-        self._wait(self.api_healthy, "kube-apiserver /readyz")
+        self.wait(self.api_healthy, "kube-apiserver /readyz")
         self._start_controllers()
         self._start_kwok(ports)
         self._start_provisioner()
         self._apply_cluster_objects()
-        self._wait(self._nodes_ready, "the KWOK nodes to be Ready")
-        self._wait(self._default_service_account_exists, "the default service account")
+        self.wait(self._kwok_nodes_ready, "the KWOK nodes to be Ready")
+        self.wait(self._default_service_account_exists, "the default service account")
+        if self.real_node:
+            self.node.start()
+            self.wait(self.node.ready, "the real node and its DNS to be Ready", timeout=180)
         print(
             f"local cluster up in {time.monotonic() - started:.1f}s: KUBECONFIG={self.kubeconfig}",
             file=sys.stderr,
@@ -195,22 +220,38 @@ class LocalCluster:
 
     def down(self) -> None:
         """Stops every process of the cluster, those attached to it first (see ``start``). Keeps its state."""
-        attached = sorted({path.stem for path in self.run_dir.glob("*.pid")} - set(COMPONENTS))
-        for component in [*attached, *reversed(COMPONENTS)]:
+        attached = sorted({path.stem for path in self.run_dir.glob("*.pid")} - set(self.components))
+        for component in attached:
             self.stop(component)
+        if self.real_node:
+            self.node.stop()
+        for component in reversed(COMPONENTS):
+            self.stop(component)
+        if self.real_node:
+            self.node.journal.undo_all()  # the node's address, once the API server no longer listens there
 
     def destroy(self) -> None:
         """Stops the cluster and deletes its state (etcd data, certificates, volumes); keeps the binaries."""
         self.down()
-        for child in ("etcd", "pki", "volumes", "logs", "run", "kubeconfig", "ports.json", "kwok.yaml"):
+        for child in (
+            "etcd",
+            "pki",
+            "volumes",
+            "logs",
+            "run",
+            "node",
+            "kubeconfig",
+            "ports.json",
+            "kwok.yaml",
+        ):
             path = self.state_dir / child
             if path.is_dir():
                 subprocess.run(["rm", "-rf", str(path)], check=True)
             else:
                 path.unlink(missing_ok=True)
 
-    def _wait(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + BOOT_TIMEOUT
+    def wait(self, condition: Callable[[], bool], what: str, timeout: float = BOOT_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
         while not condition():
             for component, pid in self.running().items():
                 if pid is None and self._pid_file(component).exists():  # started, then exited
@@ -218,9 +259,7 @@ class LocalCluster:
                         f"{component} exited while waiting for {what}; see {self.logs / component}.log"
                     )
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"timed out after {BOOT_TIMEOUT:.0f}s waiting for {what}; logs in {self.logs}"
-                )
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.logs}")
             time.sleep(0.25)
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -232,9 +271,9 @@ class LocalCluster:
             check=False,
         )
 
-    def _nodes_ready(self) -> bool:
+    def _kwok_nodes_ready(self) -> bool:
         result = self.kubectl(
-            "get", "nodes", "-o",
+            "get", "nodes", "--selector=type=kwok", "-o",
             'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
         )  # fmt: skip
         return result.returncode == 0 and result.stdout.split() == ["True"] * len(NODE_NAMES)
@@ -244,33 +283,33 @@ class LocalCluster:
 
     # -- components --------------------------------------------------------------------------------------
 
-    def _write_kubeconfig(self, ports: Ports) -> None:
-        config = {
+    def kubeconfig_for(self, user: str) -> dict[str, object]:
+        """A kubeconfig for the client certificate ``pki/<user>.crt``."""
+        ports = Ports.load_or_choose(self.state_dir / "ports.json")
+        return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
                 {
                     "name": "local",
                     "cluster": {
-                        "server": f"https://127.0.0.1:{ports.apiserver}",
+                        "server": f"https://{self.api_host}:{ports.apiserver}",
                         "certificate-authority": str(self.pki / "ca.crt"),
                     },
                 }
             ],
             "users": [
                 {
-                    "name": "admin",
+                    "name": user,
                     "user": {
-                        "client-certificate": str(self.pki / "admin.crt"),
-                        "client-key": str(self.pki / "admin.key"),
+                        "client-certificate": str(self.pki / f"{user}.crt"),
+                        "client-key": str(self.pki / f"{user}.key"),
                     },
                 }
             ],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
             "current-context": "local",
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)
 
     def _start_etcd(self, ports: Ports) -> None:
         client = f"http://127.0.0.1:{ports.etcd_client}"
@@ -300,8 +339,8 @@ class LocalCluster:
             [
                 str(self.bin / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.api_host}",
+                f"--advertise-address={self.api_host}",
                 f"--secure-port={ports.apiserver}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -315,8 +354,11 @@ class LocalCluster:
                 "--authorization-mode=Node,RBAC",
                 # The default admission plugins (Pod Security, ResourceQuota, LimitRanger...) stay on.
                 "--allow-privileged=true",
-                # The `kubernetes` Service would point at 127.0.0.1, which Endpoints may not hold.
-                "--endpoint-reconciler-type=none",
+                # The `kubernetes` Service points at the real node's address; without a real node it would
+                # point at 127.0.0.1, which Endpoints may not hold.
+                f"--endpoint-reconciler-type={'lease' if self.real_node else 'none'}",
+                # Logs, exec and port-forward reach the kubelet by the node's address, never by a DNS lookup.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
             ],
         )
@@ -398,6 +440,7 @@ class LocalCluster:
                         "type": "kwok",
                     },
                 },
+                "spec": {"taints": [KWOK_TAINT] if self.real_node else []},
             }
             for name in NODE_NAMES
         ]

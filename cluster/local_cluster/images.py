@@ -35,6 +35,7 @@ PROBE_IMAGE = "localhost/netprobe:1"  # for test probe pods
 REDIS_IMAGE = "docker.io/library/redis:7-alpine"  # the tenant chart's default `redis:7-alpine`
 SERVER_IMAGE = "docker.io/neurallog/server:latest"  # the tenant chart's default `neurallog/server:latest`
 OPERATOR_IMAGE = "docker.io/neurallog/tenant-operator:latest"
+COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.15.0"  # the cluster DNS, built by build.py
 # Only the operator's build uses these two; they never reach the node.
 OPERATOR_BASE_IMAGE = "localhost/tenant-operator-base:bookworm-python3"
 HELM_IMAGE = "localhost/helm:pinned"
@@ -464,6 +465,18 @@ def _build_server(_bin_dir: Path, out: Path, work: Path) -> None:
     _archive_from_tree(out, SERVER_IMAGE, config, fill, work)
 
 
+def _coredns_key(bin_dir: Path) -> str:
+    # The binary's cache entry is named by its pinned version and build inputs.
+    return str((bin_dir / "coredns").resolve())
+
+
+def _build_coredns(bin_dir: Path, out: Path, work: Path) -> None:
+    def fill(root: Path) -> None:
+        shutil.copy2(bin_dir / "coredns", root / "coredns")
+
+    _archive_from_tree(out, COREDNS_IMAGE, ImageConfig(entrypoint=["/coredns"]), fill, work)
+
+
 def _base_key(_bin_dir: Path) -> str:
     return _apt_indexes() + _sources_file().read_text() + " ".join(BASE_PACKAGES)
 
@@ -589,11 +602,12 @@ PAUSE = Recipe(PAUSE_IMAGE, "pause", _pause_key, _build_pause)
 PROBE = Recipe(PROBE_IMAGE, "netprobe", _probe_key, _build_probe)
 REDIS = Recipe(REDIS_IMAGE, "redis", _redis_key, _build_redis)
 SERVER = Recipe(SERVER_IMAGE, "server-standin", _server_key, _build_server)
+COREDNS = Recipe(COREDNS_IMAGE, "coredns", _coredns_key, _build_coredns)
 BASE = Recipe(OPERATOR_BASE_IMAGE, "operator-base", _base_key, _build_base)
 HELM = Recipe(HELM_IMAGE, "helm", _helm_key, _build_helm)
 OPERATOR = Recipe(OPERATOR_IMAGE, "tenant-operator", _operator_key, _build_operator)
 # What the node preloads, in this order.
-NODE_IMAGES = (PAUSE, PROBE, REDIS, SERVER, OPERATOR)
+NODE_IMAGES = (PAUSE, PROBE, REDIS, SERVER, COREDNS, OPERATOR)
 
 _MODULE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 

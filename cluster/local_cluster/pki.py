@@ -33,8 +33,9 @@ def _signed_certificate(pki: Path, name: str, subject: str, extensions: str) -> 
     (pki / f"{name}.ext").unlink()
 
 
-def ensure_pki(pki: Path, service_ip: str) -> None:
-    """CA, API server serving certificate, admin client certificate and service-account key pair."""
+def ensure_pki(pki: Path, server_ips: tuple[str, ...]) -> None:
+    """CA, API server serving certificate (also valid for ``server_ips``), admin client certificate and
+    service-account key pair."""
     if (pki / "sa.pub").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,7 @@ def ensure_pki(pki: Path, service_ip: str) -> None:
         "-out", "ca.crt",
         cwd=pki,
     )  # fmt: skip
-    server_names = ",".join((*API_SERVER_NAMES, f"IP:{service_ip}"))
+    server_names = ",".join((*API_SERVER_NAMES, *(f"IP:{ip}" for ip in server_ips)))
     _signed_certificate(
         pki,
         "apiserver",
@@ -57,3 +58,9 @@ def ensure_pki(pki: Path, service_ip: str) -> None:
     )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def ensure_client_certificate(pki: Path, name: str, subject: str) -> None:
+    """A client certificate ``name.crt`` for ``subject`` (e.g. a node's kubelet), made once."""
+    if not (pki / f"{name}.crt").exists():
+        _signed_certificate(pki, name, subject, "extendedKeyUsage=clientAuth\n")

@@ -71,7 +71,11 @@ class Provisioner:
         if not self._ours(claim.spec.storage_class_name):
             return
         volume = volume_for_claim(claim, self.provisioner, self.volumes)
-        (self.volumes / volume["metadata"]["name"]).mkdir(parents=True, exist_ok=True)
+        directory = self.volumes / volume["metadata"]["name"]
+        directory.mkdir(parents=True, exist_ok=True)
+        # Pods write as whatever non-root user they run as (Redis: 999), and a hostPath volume is not chowned
+        # for their fsGroup: the directory is open to all, as local-path provisioners make theirs.
+        directory.chmod(0o777)
         try:
             self.core.create_persistent_volume(volume)  # type: ignore[arg-type]  # a dict is a valid body
             log.info("provisioned %s for %s/%s", volume["metadata"]["name"], claim.metadata.namespace,

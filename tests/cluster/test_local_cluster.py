@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from local_cluster.cluster import COMPONENTS, LocalCluster
+from local_cluster.images import PROBE_IMAGE
 from tests.conftest import REPO, Kube
 
 pytestmark = pytest.mark.cluster
@@ -32,7 +33,12 @@ def _apply(kube: Kube, namespace: str, *objects: dict[str, object]) -> None:
 def _pod_template(app: str) -> dict[str, object]:
     return {
         "metadata": {"labels": {"app": app}},
-        "spec": {"containers": [{"name": app, "image": "registry.invalid/app:1"}]},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {"name": app, "image": PROBE_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "100000"]}
+            ],
+        },
     }
 
 
@@ -164,7 +170,8 @@ def _processes_using(state: Path) -> list[int]:
 def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kube: Kube) -> None:
     if kube.kubeconfig != REPO / ".cluster" / "kubeconfig":
         pytest.skip("a second local cluster is only booted where the local cluster is in use")
-    cluster = LocalCluster(tmp_path / "state")
+    # Without a real node: the session's cluster owns this machine's node address and links.
+    cluster = LocalCluster(tmp_path / "state", real_node=False)
     try:
         cluster.up()
         pids = cluster.running()
