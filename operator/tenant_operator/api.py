@@ -63,7 +63,9 @@ DEFAULT_REDIS_CONFIG: dict[str, str] = {"maxmemory": "256mb", "maxmemory-policy"
 DEFAULT_SERVER_ENV: tuple[tuple[str, str], ...] = (
     ("NODE_ENV", "production"),
     ("PORT", "3030"),
-    ("REDIS_URL", "redis://redis:6379"),
+    # Kubernetes expands $(REDIS_PASSWORD) (set before it from Secret redis-auth) in the container: Redis
+    # requires the password, and it never appears in a manifest.
+    ("REDIS_URL", "redis://:$(REDIS_PASSWORD)@redis:6379"),
     ("LOG_LEVEL", "info"),
 )
 
@@ -299,9 +301,10 @@ class ServerSpec(ApiModel):
         default=[],
         max_length=MAX_ENV,
         description=(
-            "Environment variables. NODE_ENV=production, PORT=3030, REDIS_URL=redis://redis:6379 and "
-            "LOG_LEVEL=info are always set; an entry with the same name replaces the default. A valueFrom "
-            "reference names a Secret or ConfigMap in namespace tenant-<name>."
+            "Environment variables. REDIS_PASSWORD (from Secret redis-auth), NODE_ENV=production, PORT=3030, "
+            "REDIS_URL=redis://:$(REDIS_PASSWORD)@redis:6379 and LOG_LEVEL=info are always set; an entry "
+            "with the same name replaces the default. A valueFrom reference names a Secret or ConfigMap in "
+            "namespace tenant-<name>."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
@@ -436,20 +439,26 @@ Ports = Annotated[list[Port], Field(default=[], max_length=MAX_PORTS, descriptio
 
 
 class IngressRule(ApiModel):
-    """Traffic allowed into the tenant's server pods from pods of the tenant's namespace with these labels."""
+    """Traffic allowed into the tenant's server pods from pods with these labels, in the tenant's namespace
+    and in the allowedNamespaces; both ends of the path are opened."""
 
     description: str = Field(default="", max_length=256, description="What the rule is for.")
     from_: Labels = _labels(
-        "Labels of the pods allowed in; empty means every pod of the namespace.", alias="from"
+        "Labels of the pods allowed in (tenant's namespace and allowedNamespaces); empty means every pod "
+        "there.",
+        alias="from",
     )
     ports: Ports
 
 
 class EgressRule(ApiModel):
-    """Traffic allowed out of the tenant's server pods to pods of the tenant's namespace with these labels."""
+    """Traffic allowed out of the tenant's server pods to pods with these labels, in the tenant's namespace
+    and in the allowedNamespaces; both ends of the path are opened."""
 
     description: str = Field(default="", max_length=256, description="What the rule is for.")
-    to: Labels = _labels("Labels of the pods reached; empty means every pod of the namespace.")
+    to: Labels = _labels(
+        "Labels of the pods reached (tenant's namespace and allowedNamespaces); empty means every pod there."
+    )
     ports: Ports
 
 

@@ -64,7 +64,7 @@ def test_server_test_gets_the_health_endpoint_through_the_service(defaults: Mani
     service = defaults.get("Service", "neurallog-server")["spec"]["ports"][0]
     url = f"http://{defaults.get('Service', 'neurallog-server')['metadata']['name']}:{service['port']}/health"
     assert url == "http://neurallog-server:3030/health"
-    assert f"wget -q -T 5 -O - {url}" in script(pod)
+    assert f"timeout 5 wget -q -O - {url}" in script(pod)
     assert script(pod).rstrip().endswith("exit 1")
     assert "env" not in pod["spec"]["containers"][0], "the server test needs no secret"
 
