@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml cluster/pyproject.toml
 setup: $(BIN)/.installed ## Create .venv with the project, its development tools and the local cluster's tooling
 
 # The real node's runtime and network tools, and what builds its images, from Debian's packages (as root).
-HOST_PACKAGES := runc iptables ipset conntrack iproute2 kmod buildah mmdebstrap busybox-static
+HOST_PACKAGES := runc iptables ipset conntrack iproute2 kmod buildah mmdebstrap busybox-static gcc libc6-dev
 host-packages: ## Install the Debian packages the local cluster's real node needs (missing ones only)
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -61,3 +61,22 @@ def test_readmes_are_generated_from_the_values() -> None:
     assert result.returncode == 0, (
         f"{result.stderr}\nregenerate: python charts/gen_readme.py {' '.join(charts)}"
     )
+
+
+def test_every_helm_assumes_the_kubernetes_version_of_its_release_build(
+    helm_versions: list[Helm], tmp_path: Path
+) -> None:
+    """Without a cluster, Helm assumes the Kubernetes its client-go speaks, as its release builds do; a build
+    without Helm's version link flags assumes 1.20 and refuses charts/tenant's kubeVersion."""
+    chart = tmp_path / "kube-version"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: kube-version\nversion: 0.1.0\n")
+    (chart / "templates" / "version.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: v\ndata:\n"
+        "  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n"
+    )
+    for helm in helm_versions:
+        rendered = helm.run("template", chart).stdout
+        minor = int(rendered.split('kube: "v1.')[1].split(".")[0])
+        assert minor >= 30, f"{helm.binary.name} assumes Kubernetes 1.{minor}"
+        helm.run("template", "t", TENANT_CHART, "--namespace", "tenant-t")
