@@ -238,6 +238,7 @@ def test_the_charts_default_images_are_the_ones_built() -> None:
         images.PROBE_IMAGE,
         images.REDIS_IMAGE,
         images.SERVER_IMAGE,
+        images.COREDNS_IMAGE,
         images.OPERATOR_IMAGE,
     ]
 

@@ -36,7 +36,12 @@ def _pod_template(app: str) -> dict[str, object]:
         "spec": {
             "terminationGracePeriodSeconds": 0,
             "containers": [
-                {"name": app, "image": PROBE_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "100000"]}
+                {
+                    "name": app,
+                    "image": PROBE_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "100000"],
+                }
             ],
         },
     }

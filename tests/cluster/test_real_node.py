@@ -7,11 +7,14 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from local_cluster.cluster import LocalCluster
+from local_cluster.host import sysctl
 from local_cluster.images import PROBE_IMAGE
-from local_cluster.node import NODE_NAME
+from local_cluster.node import BRIDGE, GUARD_CHAIN, NODE_LINK, NODE_NAME
 from tests.conftest import REPO, Kube
 from tests.e2e.operator_process import wait_until
 from tests.lab import lab_host
@@ -69,7 +72,9 @@ def apply(kube: Kube, namespace: str, *objects: dict[str, object]) -> None:
 
 
 def ready(kube: Kube, namespace: str, *pods: str) -> None:
-    kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", *(f"pod/{p}" for p in pods))
+    kube.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=90s", *(f"pod/{p}" for p in pods)
+    )
 
 
 def connects(kube: Kube, namespace: str, pod: str, host: str, port: int) -> bool:
@@ -88,9 +93,10 @@ def test_the_real_node_is_ready_with_the_pinned_kubelet_and_containerd(kube: Kub
     pinned = (REPO / "cluster/tools/kube/go.mod").read_text().split("k8s.io/kubernetes ")[1].split()[0]
     assert info["kubeletVersion"] == pinned
     containerd = (REPO / "cluster/tools/containerd/go.mod").read_text()
-    assert info["containerRuntimeVersion"] == "containerd://" + containerd.split(
-        "github.com/containerd/containerd/v2 v"
-    )[1].split()[0]
+    assert (
+        info["containerRuntimeVersion"]
+        == "containerd://" + containerd.split("github.com/containerd/containerd/v2 v")[1].split()[0]
+    )
     assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
     kwok = json.loads(kube.kubectl("get", "node", "kwok-node-0", "-o", "json").stdout)
     assert {t["key"] for t in kwok["spec"].get("taints", [])} == {"kwok.x-k8s.io/node"}
@@ -111,15 +117,13 @@ def test_a_pod_runs_logs_and_execs_and_reaches_a_service_by_its_dns_name(kube: K
     assert "probe client up" in kube.kubectl("logs", "-n", namespace, "client").stdout
     assert kube.kubectl("exec", "-n", namespace, "client", "--", "id", "-u").stdout.strip() == "65534"
     url = f"http://web.{namespace}.svc.cluster.local/"
+
     # kube-proxy programs a new Service within a sync period.
-    fetched = wait_until(
-        lambda: kube.kubectl(
-            "exec", "-n", namespace, "client", "--", "timeout", "3", "wget", "-q", "-O", "-", url, check=False
-        ).stdout.strip(),
-        timeout=30,
-        what=f"{url} from a pod",
-    )  # fmt: skip
-    assert fetched == "ok"
+    def fetch() -> str:
+        command = ["timeout", "3", "wget", "-q", "-O", "-", url]
+        return kube.kubectl("exec", "-n", namespace, "client", "--", *command, check=False).stdout.strip()
+
+    assert wait_until(fetch, timeout=30, what=f"{url} from a pod") == "ok"
 
 
 def test_network_policies_are_enforced_for_real(kube: Kube, namespace: str) -> None:
@@ -157,9 +161,53 @@ def test_pods_reach_the_lab_range_and_nothing_else_outside_the_cluster(kube: Kub
         # The host at 10.250.252.2 is on this machine too, and the node could route there: only the pod
         # traffic guard stops the pod.
         local = subprocess.run(
-            ["python3", "-c", f"import socket; socket.create_connection(('{outside.address}', {outside.port}), 2)"],
+            [
+                "python3",
+                "-c",
+                f"import socket; socket.create_connection(('{outside.address}', {outside.port}), 2)",
+            ],
             capture_output=True,
             check=False,
         )
         assert local.returncode == 0, local.stderr
         assert not connects(kube, namespace, "client", outside.address, outside.port)
+
+
+def test_down_undoes_every_host_change_and_up_brings_the_node_back(kube: Kube) -> None:
+    """Runs last in this module: stops the whole local cluster, checks the host, and boots it again."""
+    cluster = LocalCluster(REPO / ".cluster")
+    journal = json.loads(cluster.node.journal.path.read_text())
+    restored_sysctls = dict(
+        entry["undo"][-1].split("=", 1) for entry in journal if entry["undo"][:2] == ["sysctl", "-w"]
+    )
+    removed_paths = [entry["undo"][-1] for entry in journal if entry["undo"][:2] == ["rm", "-rf"]]
+    assert restored_sysctls and cluster.node.dir.is_dir()
+    cluster.down()
+    try:
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+        assert f" {BRIDGE}:" not in links and f" {NODE_LINK}@" not in links
+        for table in ("filter", "nat", "mangle", "raw"):
+            listing = ["iptables", "-t", table, "-S"]
+            rules = subprocess.run(listing, capture_output=True, text=True, check=True).stdout
+            assert "KUBE-" not in rules and GUARD_CHAIN not in rules, table
+        for name, value in restored_sysctls.items():
+            assert sysctl(name) == value, name
+        assert not [path for path in removed_paths if Path(path).exists()]
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert str(cluster.state_dir) + "/" not in mounts
+        leftovers = [
+            proc.name
+            for proc in Path("/proc").iterdir()
+            if proc.name.isdigit() and _reads(proc / "cgroup").find("/kubepods") >= 0
+        ]
+        assert leftovers == []
+    finally:
+        cluster.up()
+    assert kube.kubectl("get", "node", NODE_NAME, "-o", "name").stdout.strip() == f"node/{NODE_NAME}"
+
+
+def _reads(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -122,13 +122,22 @@ def sample_tenant(name: str | None = None) -> dict[str, Any]:
     return tenant
 
 
+# Small enough that ten tenants' pods fit on the real node's two cores beside the rest.
+SMALL_WORKLOAD = {"cpu": {"request": "20m", "limit": "200m"}, "memory": {"request": "32Mi", "limit": "128Mi"}}
+
+
 def small_tenant(name: str, **spec: Any) -> dict[str, Any]:
-    """A Tenant with the defaults (one server, one Redis, the default budget) and `spec` over them."""
+    """A Tenant of one server and one Redis with small requests (the default budget), `spec` over them."""
     return {
         "apiVersion": "neurallog.io/v1",
         "kind": "Tenant",
         "metadata": {"name": name},
-        "spec": {"displayName": name, **spec},
+        "spec": {
+            "displayName": name,
+            "server": {"resources": SMALL_WORKLOAD},
+            "redis": {"resources": SMALL_WORKLOAD, "config": {"maxmemory": "64mb"}},
+            **spec,
+        },
     }
 
 

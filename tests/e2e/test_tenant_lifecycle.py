@@ -182,7 +182,7 @@ def test_a_restarted_operator_makes_no_helm_call(kube: Kube, tenants: Tenants, o
 
 def test_a_budget_too_small_fails_until_it_is_raised(tenants: Tenants) -> None:
     name = unique("budget")
-    tenant = small_tenant(name, resources={"cpu": {"limit": "500m", "request": "200m"}})
+    tenant = small_tenant(name, resources={"cpu": {"limit": "300m", "request": "30m"}})
     tenants.apply(tenant)
     status = tenants.wait_for_phase(name, "Failed")
     degraded = tenants.condition(name, "Degraded")
