@@ -85,7 +85,7 @@ def is_ready(conditions: list[dict[str, str]]) -> bool:
 
 
 def holds_operator_image(node: dict[str, Any]) -> bool:
-    return any(OPERATOR_IMAGE in image.get("names", []) for image in node["status"].get("images", []))
+    return any(OPERATOR_IMAGE in (image.get("names") or []) for image in node["status"].get("images") or [])
 
 
 def real_node() -> str:
