@@ -82,6 +82,7 @@ class RealNode:
         """The node's address, kernel settings and the pod traffic guard; before the API server starts,
         since it listens on the node's address."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._clear_leftovers()
         for name in SYSCTLS:
             self.journal.record(f"sysctl {name}", ["sysctl", "-w", f"{name}={sysctl(name)}"])
         for path in HOST_PATHS:
@@ -102,6 +103,17 @@ class RealNode:
         run(["ip", "link", "set", NODE_LINK, "up"])
         self.journal.record("pod bridge", ["ip", "link", "del", BRIDGE])
         self._guard_pod_traffic()
+
+    def _clear_leftovers(self) -> None:
+        """A cluster whose processes were killed without ``down`` (a crash, a reboot of the session, another
+        checkout's cluster) leaves the node's links and guard behind: remove them by their names."""
+        run(["ip", "link", "del", NODE_LINK], check=False)
+        run(["ip", "link", "del", BRIDGE], check=False)
+        jump = ["PREROUTING", "-i", BRIDGE, "-s", POD_CIDR, "-j", GUARD_CHAIN]
+        while run(["iptables", "-t", "raw", "-D", *jump], check=False).returncode == 0:
+            pass
+        run(["iptables", "-t", "raw", "-F", GUARD_CHAIN], check=False)
+        run(["iptables", "-t", "raw", "-X", GUARD_CHAIN], check=False)
 
     def _guard_pod_traffic(self) -> None:
         """Pods may send only to pods, Services, the node and the tests' lab range; in the raw table, so
