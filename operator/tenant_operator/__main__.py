@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     if settings.log_level != "debug":  # kopf's line per handled event; our modules log what happened
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # A line per probe of the kubelet (every 10 s, twice) would bury what the operator does.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     metrics.serve(settings.metrics_port)
     assert handlers.TENANTS  # the handlers register themselves with kopf when imported
     kopf.run(
