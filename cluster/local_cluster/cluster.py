@@ -188,6 +188,8 @@ class LocalCluster:
     def up(self) -> None:
         """Boots the cluster; does nothing when it already runs. Idempotent."""
         if self.is_up():
+            if self.real_node:
+                self.node.load_images()
             print(f"local cluster already up: KUBECONFIG={self.kubeconfig}", file=sys.stderr)
             return
         self.down()  # a partial cluster (a crashed component) is restarted whole

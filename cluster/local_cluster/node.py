@@ -136,17 +136,26 @@ class RealNode:
 
     def start(self) -> None:
         """containerd with the local images, then the kubelet, kube-proxy, kube-router and CoreDNS."""
-        images = ensure_images(self.cluster.bin)
         self._start_containerd()
         self.cluster.wait(self.containerd_socket.exists, "the containerd socket")
-        for image in images:
-            self._ctr("images", "import", "--platform", "linux/amd64", str(image.archive))
+        self.load_images()
         self._start_kubelet()
         # kube-router finds its node by name when it starts.
         self.cluster.wait(self._registered, f"the kubelet to register node {NODE_NAME}")
         self._start_kube_proxy()
         self._start_kube_router()
         self._apply_coredns()
+
+    def load_images(self) -> None:
+        """Builds what changed among the local images and imports into containerd those not imported yet
+        (so that an edit of the operator reaches the node at the next ``up``, even on a running cluster)."""
+        record = self.dir / "images-loaded.json"
+        loaded = set(json.loads(record.read_text())) if record.exists() else set()
+        for image in ensure_images(self.cluster.bin):
+            if str(image.archive) not in loaded:
+                self._ctr("images", "import", "--platform", "linux/amd64", str(image.archive))
+                loaded.add(str(image.archive))
+                record.write_text(json.dumps(sorted(loaded)))
 
     def _ctr(self, *args: str) -> str:
         return run(
