@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -396,7 +397,7 @@ def sweep_iptables(prefix: str) -> None:
             listing = subprocess.run([tool, "-t", table, "-S"], capture_output=True, text=True, check=False)
             chains = []
             for line in listing.stdout.splitlines():
-                words = line.split()
+                words = shlex.split(line)  # comments are quoted
                 if words[:1] == ["-N"] and words[1].startswith(prefix):
                     chains.append(words[1])
                     continue
