@@ -530,7 +530,7 @@ def test_operator_image_holds_the_pinned_helm_and_renders_a_tenant(tmp_path: Pat
     script = (
         "set -e; helm version --short; tenant-operator --help >/dev/null;"
         # Kopf names its identity after the user: uid 65532 must have an entry.
-        ' python3 -c "import getpass; assert getpass.getuser() == \'tenant-operator\'";'
+        " python3 -c \"import getpass; assert getpass.getuser() == 'tenant-operator'\";"
         " export HELM_DATA_HOME=/tmp/helm/data;"
         " helm plugin install $TENANT_OPERATOR_POSTRENDER_PLUGIN >/dev/null;"
         " helm template t $TENANT_OPERATOR_CHART -n tenant-t --post-renderer tenant-postrender"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +13,6 @@ from local_cluster.images import PROBE_IMAGE
 from tests.conftest import REPO, Kube
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
-    name = f"cluster-test-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
 def _apply(kube: Kube, namespace: str, *objects: dict[str, object]) -> None:

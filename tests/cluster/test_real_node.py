@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +24,6 @@ pytestmark = pytest.mark.cluster
 def local_only(kube: Kube) -> None:
     if kube.kubeconfig != REPO / ".cluster" / "kubeconfig":
         pytest.skip("the real node is part of the local cluster")
-
-
-@pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
-    name = f"node-test-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
 def probe_pod(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:

@@ -207,3 +207,17 @@ class Tenants:
 
     def cleanup(self) -> None:
         self.delete(*self.made)
+
+
+def create_api_key_secret(kube: Kube, tenants: Tenants, namespace: str) -> None:
+    """The Secret that the guide's example reads API_KEY from; users create it in the tenant's namespace."""
+    wait_until(lambda: tenants.namespace_exists(namespace), what=f"namespace {namespace}")
+    kube.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "tenant-secrets",
+        "-n",
+        namespace,
+        "--from-literal=api-key=not-a-real-key",
+    )

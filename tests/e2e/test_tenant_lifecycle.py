@@ -8,27 +8,20 @@ from typing import Any
 import pytest
 
 from tests.conftest import Kube
-from tests.e2e.operator_process import Operator, Tenants, sample_tenant, small_tenant, wait_until
+from tests.e2e.operator_process import (
+    Operator,
+    Tenants,
+    create_api_key_secret,
+    sample_tenant,
+    small_tenant,
+    wait_until,
+)
 
 pytestmark = pytest.mark.cluster
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def create_api_key_secret(kube: Kube, tenants: Tenants, namespace: str) -> None:
-    """The Secret that the guide's example reads API_KEY from; users create it in the tenant's namespace."""
-    wait_until(lambda: tenants.namespace_exists(namespace), what=f"namespace {namespace}")
-    kube.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "tenant-secrets",
-        "-n",
-        namespace,
-        "--from-literal=api-key=not-a-real-key",
-    )
 
 
 def helm_revision(kube: Kube, name: str) -> int:

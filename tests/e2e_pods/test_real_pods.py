@@ -33,7 +33,7 @@ import yaml
 
 from local_cluster.node import NODE_NAME
 from tests.conftest import Kube
-from tests.e2e.operator_process import Tenants, sample_tenant, small_tenant, wait_until
+from tests.e2e.operator_process import Tenants, create_api_key_secret, sample_tenant, small_tenant, wait_until
 from tests.e2e_pods.real_pods import (
     OPERATOR_IMAGE,
     OPERATOR_PODS,
@@ -83,20 +83,6 @@ def small(name: str, server: dict[str, Any] | None = None, **spec: Any) -> dict[
         server={"replicas": 1, "resources": SMALL, **(server or {})},
         redis={"resources": SMALL, "config": {"maxmemory": "32mb"}},
         **spec,
-    )
-
-
-def create_api_key_secret(kube: Kube, tenants: Tenants, namespace: str) -> None:
-    """The Secret that the guide's example reads API_KEY from; users create it in the tenant's namespace."""
-    wait_until(lambda: tenants.namespace_exists(namespace), what=f"namespace {namespace}")
-    kube.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "tenant-secrets",
-        "-n",
-        namespace,
-        "--from-literal=api-key=not-a-real-key",
     )
 
 
