@@ -586,3 +586,24 @@ def test_a_missing_secret_fails_the_container_on_the_node_until_it_exists(
     ]
     assert pods, "no server pod is Ready"
     assert all("running" in s["state"] for p in pods for s in p["status"]["containerStatuses"]), pods
+
+
+def test_the_guides_debug_argument_gives_debug_logs(kube: Kube, operator_pod: None) -> None:
+    """The guide's "Debugging the Operator": `--zap-log-level=debug` in the Deployment's args (what
+    `kubectl edit deployment -n system controller-manager` does) restarts the operator with debug logs. Runs
+    last in this module: the operator restarts."""
+    info = kube.kubectl("logs", "-n", SYSTEM, "-l", OPERATOR_PODS, "--tail=-1").stdout
+    assert '"severity": "debug"' not in info
+    patch = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": ["--zap-log-level=debug"]}
+    ]
+    kube.kubectl(
+        "patch", "deployment", "controller-manager", "-n", SYSTEM, "--type=json", "-p", json.dumps(patch)
+    )
+    kube.kubectl("rollout", "status", "deployment/controller-manager", "-n", SYSTEM, "--timeout=180s")
+
+    def debug_lines() -> bool:
+        logs = kube.kubectl("logs", "-n", SYSTEM, "-l", OPERATOR_PODS, "--tail=-1", check=False).stdout
+        return '"severity": "debug"' in logs
+
+    wait_until(debug_lines, timeout=60, what="debug records in the operator's log")
