@@ -254,12 +254,19 @@ class LocalCluster:
 
     def wait(self, condition: Callable[[], bool], what: str, timeout: float = BOOT_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
+        suspects: dict[str, int] = {}
         while not condition():
             for component, pid in self.running().items():
-                if pid is None and self._pid_file(component).exists():  # started, then exited
-                    raise RuntimeError(
-                        f"{component} exited while waiting for {what}; see {self.logs / component}.log"
-                    )
+                if pid is None and self._pid_file(component).exists():  # started, then exited?
+                    suspects[component] = suspects.get(component, 0) + 1
+                    # Gone in four checks in a row (a second): CI once saw a live process as gone, once.
+                    if suspects[component] >= 4:
+                        raise RuntimeError(
+                            f"{component} exited while waiting for {what} ({self._pid_file(component)}: "
+                            f"{self._pid_file(component).read_text()!r}); see {self.logs / component}.log"
+                        )
+                else:
+                    suspects.pop(component, None)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.logs}")
             time.sleep(0.25)
