@@ -263,6 +263,12 @@ def clean() -> None:
         follow(f"deleting Tenant {NAME}", deletion_progress, timeout=180, explain=operator_logs)
     step("Uninstall the operator chart (Helm keeps the CRD)")
     run("helm", "uninstall", RELEASE, "-n", SYSTEM, "--ignore-not-found", "--wait")
+    follow("the operator pod to stop", operator_gone, timeout=120, explain=operator_logs)
+
+
+def operator_gone() -> Progress:
+    pods = get("pods", "-n", SYSTEM, "-l", OPERATOR_PODS).get("items", [])
+    return (f"{len(pods)} operator pod(s) stopping", False) if pods else ("the operator has stopped", True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,16 @@ Every change to the host is recorded with its undo (``host.HostJournal``) before
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shlex
 import signal
+import socket
+import struct
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +80,7 @@ class RealNode:
         self.dir = cluster.state_dir / "node"
         self.journal = HostJournal(cluster.run_dir / "host-changes.json")
         self.containerd_socket = self.dir / "containerd" / "containerd.sock"
+        self.started = 0.0  # when this boot started the node: older statuses are the previous boot's
 
     # -- host --------------------------------------------------------------------------------------------
 
@@ -137,6 +142,7 @@ class RealNode:
 
     def start(self) -> None:
         """containerd with the local images, then the kubelet, kube-proxy, kube-router and CoreDNS."""
+        self.started = time.time()
         self._start_containerd()
         self.cluster.wait(self.containerd_socket.exists, "the containerd socket")
         self.load_images()
@@ -338,16 +344,24 @@ class RealNode:
         return self.cluster.kubectl("get", "node", NODE_NAME).returncode == 0
 
     def ready(self) -> bool:
-        """The node is Ready and CoreDNS answers (its pod is Ready)."""
-        result = self.cluster.kubectl(
-            "get", "node", NODE_NAME, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
-        )
-        if result.stdout != "True":
+        """The kubelet of this boot reported the node Ready, and the cluster DNS answers through its Service
+        (statuses left in etcd by the previous boot say nothing: the checks are live)."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:10248/healthz", timeout=2) as response:
+                if response.status != 200:
+                    return False
+        except OSError:
             return False
-        dns = self.cluster.kubectl(
-            "get", "deployment", "coredns", "-n", "kube-system", "-o", "jsonpath={.status.readyReplicas}"
-        )
-        return dns.stdout == "1"
+        result = self.cluster.kubectl(
+            "get", "node", NODE_NAME, "-o",
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status} '
+            '{.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}',
+        )  # fmt: skip
+        status, _, heartbeat = result.stdout.partition(" ")
+        if status != "True" or not heartbeat:
+            return False
+        reported = datetime.datetime.fromisoformat(heartbeat.replace("Z", "+00:00")).timestamp()
+        return reported >= self.started - 1 and dns_answers(f"kubernetes.default.svc.{CLUSTER_DOMAIN}")
 
     # -- teardown ----------------------------------------------------------------------------------------
 
@@ -387,6 +401,22 @@ class RealNode:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1 if attempt < 10 else 0.5)
+
+
+def dns_answers(name: str) -> bool:
+    """Whether the cluster DNS answers an A query for ``name`` with an address (one UDP query, 1 s)."""
+    query = struct.pack(">HHHHHH", 0x4E4C, 0x0100, 1, 0, 0, 0)
+    query += b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    query += struct.pack(">HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(1)
+        try:
+            client.sendto(query, (CLUSTER_DNS, 53))
+            answer = client.recv(512)
+        except OSError:
+            return False
+    identifier, flags, _, answers = struct.unpack(">HHHH", answer[:8])
+    return bool(identifier == 0x4E4C and flags & 0xF == 0 and answers > 0)
 
 
 def sweep_iptables(prefix: str) -> None:
