@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from local_cluster.cluster import COMPONENTS, LocalCluster
+from local_cluster.cluster import COMPONENTS, KWOK_TAINT, LocalCluster
 from local_cluster.images import PROBE_IMAGE
 from tests.conftest import REPO, Kube
 
@@ -96,6 +96,30 @@ def test_deployment_and_statefulset_become_ready_and_namespace_deletion_complete
     gone = kube.kubectl("get", "namespace", namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     assert elapsed < 30
+
+
+def test_pods_that_tolerate_the_kwok_taint_run_by_the_hundred_on_the_kwok_node(
+    kube: Kube, namespace: str
+) -> None:
+    """Scale work: pods that ask for the KWOK node (toleration and selector) run there, without containers."""
+    if kube.kubeconfig != REPO / ".cluster" / "kubeconfig":
+        pytest.skip("the KWOK node is the local cluster's")
+    template = _pod_template("scale")
+    template["spec"] = {  # type: ignore[index]
+        "containers": [{"name": "scale", "image": "registry.invalid/scale:1"}],
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{**KWOK_TAINT, "operator": "Equal"}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "scale"},
+        "spec": {"replicas": 100, "selector": {"matchLabels": {"app": "scale"}}, "template": template},
+    }
+    _apply(kube, namespace, deployment)
+    kube.kubectl("rollout", "status", "-n", namespace, "deployment/scale", "--timeout=120s")
+    nodes = kube.kubectl("get", "pods", "-n", namespace, "-o", "jsonpath={.items[*].spec.nodeName}").stdout
+    assert nodes.split() == ["kwok-node-0"] * 100
 
 
 def test_image_tag_unpullable_stays_in_image_pull_back_off(kube: Kube, namespace: str) -> None:
