@@ -230,7 +230,7 @@ class LocalCluster:
         for component in reversed(COMPONENTS):
             self.stop(component)
         if self.real_node:
-            self.node.journal.undo_all()  # the node's address, once the API server no longer listens there
+            self.node.undo_host_changes()
 
     def destroy(self) -> None:
         """Stops the cluster and deletes its state (etcd data, certificates, volumes); keeps the binaries."""

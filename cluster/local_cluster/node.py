@@ -49,6 +49,7 @@ LAB_CIDR = "10.250.251.0/24"
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 GUARD_CHAIN = "NEURALLOG-POD-GUARD"
+GUARD_JUMP = ["PREROUTING", "-i", BRIDGE, "-s", POD_CIDR, "-j", GUARD_CHAIN]  # raw table
 PROCESSES = ("containerd", "kubelet", "kube-proxy", "kube-router")
 
 # Kernel settings the node's components change: restored by ``down``.
@@ -115,8 +116,7 @@ class RealNode:
         checkout's cluster) leaves the node's links and guard behind: remove them by their names."""
         run(["ip", "link", "del", NODE_LINK], check=False)
         run(["ip", "link", "del", BRIDGE], check=False)
-        jump = ["PREROUTING", "-i", BRIDGE, "-s", POD_CIDR, "-j", GUARD_CHAIN]
-        while run(["iptables", "-t", "raw", "-D", *jump], check=False).returncode == 0:
+        while run(["iptables", "-t", "raw", "-D", *GUARD_JUMP], check=False).returncode == 0:
             pass
         run(["iptables", "-t", "raw", "-F", GUARD_CHAIN], check=False)
         run(["iptables", "-t", "raw", "-X", GUARD_CHAIN], check=False)
@@ -133,9 +133,10 @@ class RealNode:
         for destination in (POD_CIDR, self.cluster.service_cidr, f"{NODE_IP}/32", LAB_CIDR):
             run(["iptables", "-t", "raw", "-A", GUARD_CHAIN, "-d", destination, "-j", "RETURN"])
         run(["iptables", "-t", "raw", "-A", GUARD_CHAIN, "-j", "DROP"])
-        jump = ["PREROUTING", "-i", BRIDGE, "-s", POD_CIDR, "-j", GUARD_CHAIN]
         self.journal.change(
-            "pod guard jump", ["iptables", "-t", "raw", "-I", *jump], ["iptables", "-t", "raw", "-D", *jump]
+            "pod guard jump",
+            ["iptables", "-t", "raw", "-I", *GUARD_JUMP],
+            ["iptables", "-t", "raw", "-D", *GUARD_JUMP],
         )
 
     # -- processes ---------------------------------------------------------------------------------------
@@ -366,12 +367,16 @@ class RealNode:
     # -- teardown ----------------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stops the node's processes and containers and undoes every change to the host."""
+        """Stops the node's processes and containers and unmounts what they mounted."""
         for component in ("kube-router", "kube-proxy", "kubelet"):
             self.cluster.stop(component)
         self._kill_containers()
         self.cluster.stop("containerd")
         unmount_under(self.dir)
+
+    def undo_host_changes(self) -> None:
+        """Undoes every change to the host, in reverse order, and sweeps what the node's components made;
+        once the API server, which listens on the node's address, has stopped."""
         self.journal.undo_all()
         sweep_iptables("KUBE-")  # the kubelet's canaries, kube-router's firewall
         for ipset in run(["ipset", "list", "-n"], check=False).stdout.split():
