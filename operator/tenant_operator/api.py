@@ -496,7 +496,7 @@ class TenantSpec(ApiModel):
 
 Phase = Literal["Pending", "Provisioning", "Running", "Degraded", "Failed", "Terminating"]
 WorkloadPhase = Literal["Pending", "Provisioning", "Running", "Degraded", "Failed"]
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Isolated"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 

@@ -1,4 +1,5 @@
 """Delete: uninstall the release, delete the namespace, wait until it is gone; then kopf drops the finalizer.
+A namespace that is not the Tenant's (namespace.is_owned_by) is left as it is, with what it holds.
 
 Runs as well for a Tenant deleted while the operator was stopped: the finalizer kept it until now.
 """
@@ -14,6 +15,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import namespace_for
 from tenant_operator.context import Context
+from tenant_operator.namespace import is_owned_by
+from tenant_operator.reconcile import grant_access
 from tenant_operator.release import HelmError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +32,15 @@ async def delete(context: Context, body: Mapping[str, Any]) -> None:
     await context.reporter.report(name)
     try:
         existing = await context.kube.get_namespace(namespace)
+        if existing is not None and not is_owned_by(existing, body):
+            message = (
+                f"Namespace {namespace} is not this Tenant's (not created or adopted for it); left alone"
+            )
+            context.events.post(body, "Normal", "NamespaceLeftAlone", message)
+            context.reporter.forget(name)
+            return
         if existing is not None and not existing["metadata"].get("deletionTimestamp"):
+            await grant_access(context, namespace)
             if await context.helm.uninstall(name, namespace):
                 context.events.post(body, "Normal", "Uninstalled", f"Uninstalled release {name}")
             await context.kube.delete_namespace(namespace)

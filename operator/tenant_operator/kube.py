@@ -46,6 +46,7 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(client)
 
     @staticmethod
     async def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -104,8 +105,19 @@ class Kube:
             raise
         return True
 
-    async def label_namespace(self, name: str, labels: Mapping[str, str]) -> None:
-        await self._call(self.core.patch_namespace, name, {"metadata": {"labels": dict(labels)}})
+    async def patch_namespace_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
+        """Merge-patch labels (and ownerReferences, replaced whole) of a namespace."""
+        await self._call(self.core.patch_namespace, name, {"metadata": dict(metadata)})
+
+    async def create_role_binding(self, body: Mapping[str, Any]) -> bool:
+        """Create a RoleBinding; False when one of that name exists."""
+        try:
+            await self._call(self.rbac.create_namespaced_role_binding, body["metadata"]["namespace"], body)
+        except ApiException as error:
+            if is_status(error, 409):
+                return False
+            raise
+        return True
 
     async def delete_namespace(self, name: str) -> None:
         try:
@@ -128,10 +140,16 @@ class Kube:
         return items
 
     async def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, frozenset[str] | None]:
-        """The keys of each named Secret (None when it does not exist); the values are dropped at once."""
+        """The keys of each named Secret (None when it does not exist; left out when it may not be read); the
+        values are dropped at once."""
         found: dict[str, frozenset[str] | None] = {}
         for name in names:
-            secret = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
+            try:
+                secret = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
+            except ApiException as error:
+                if not is_status(error, 403):
+                    raise
+                continue  # not granted in this namespace yet (see namespace.role_binding): left unknown
             keys = (
                 None if secret is None else {**secret.get("data", {}), **secret.get("stringData", {})}.keys()
             )

@@ -14,15 +14,37 @@ from pydantic import ValidationError
 
 from tenant_operator.api import ReleaseStatus, TenantSpec, namespace_for, tenant_name_problem
 from tenant_operator.context import Context
-from tenant_operator.namespace import build_namespace, labels_to_fix
+from tenant_operator.namespace import (
+    ADOPT_ANNOTATION,
+    TENANT_LABEL,
+    adoption_patch,
+    adoption_requested,
+    build_namespace,
+    is_owned_by,
+    labels_to_fix,
+    role_binding,
+)
 from tenant_operator.release import HelmError, desired_hash
 from tenant_operator.reporting import current_status
+from tenant_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 class InvalidTenant(kopf.PermanentError):
-    """The Tenant can never work as written; a change of its spec is needed."""
+    """The Tenant can never work as written; a change of its spec is needed. `reason`: one CamelCase word."""
+
+    def __init__(self, message: str, reason: str = "InvalidTenant") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NamespaceNotOwned(kopf.TemporaryError):
+    """The tenant's namespace exists and is not the operator's: nothing is done until an administrator
+    marks it for adoption or removes it (looked at again every NOT_OWNED_RETRY_SECONDS)."""
+
+
+NOT_OWNED_RETRY_SECONDS = 30
 
 
 def retry_delay(retry: int) -> float:
@@ -41,8 +63,28 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> TenantSpec:
         raise InvalidTenant(f"invalid spec: {error}") from error
 
 
+def check_policy(spec: TenantSpec, settings: Settings) -> None:
+    """What the platform's administrator allows of every tenant (the operator chart's values)."""
+    if not spec.network_policy.enabled and not settings.allow_isolation_off:
+        raise InvalidTenant(
+            "spec.networkPolicy.enabled is false, but this operator does not allow tenants without network "
+            "isolation (operator chart value allowNetworkPolicyDisabled, environment "
+            "TENANT_OPERATOR_ALLOW_ISOLATION_OFF); set it to true or remove it",
+            reason="IsolationForbidden",
+        )
+
+
+async def grant_access(context: Context, namespace: str) -> None:
+    """The operator's rights inside the tenant's namespace (Secrets included), before any Helm call there."""
+    settings = context.settings
+    if settings.tenant_role and settings.service_account:
+        binding = role_binding(namespace, settings.tenant_role, settings.service_account)
+        if await context.kube.create_role_binding(binding):
+            logger.info("bound ClusterRole %s in namespace %s", settings.tenant_role, namespace)
+
+
 async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
-    """The tenant's namespace, created or relabelled as needed."""
+    """The tenant's namespace: created, or relabelled, or adopted when an administrator marked it so."""
     name = body["metadata"]["name"]
     namespace = namespace_for(name)
     existing = await context.kube.get_namespace(namespace)
@@ -51,13 +93,30 @@ async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
     if existing is None:
         if await context.kube.create_namespace(build_namespace(namespace, body)):
             context.events.post(body, "Normal", "NamespaceCreated", f"Created namespace {namespace}")
+            return namespace
+        existing = await context.kube.get_namespace(namespace)  # made by someone else meanwhile
+        if existing is None:
+            raise kopf.TemporaryError(f"namespace {namespace} came and went; trying again", delay=1)
+    if not is_owned_by(existing, body):
+        owner = (existing["metadata"].get("labels") or {}).get(TENANT_LABEL)
+        if owner not in (None, name):
+            raise InvalidTenant(
+                f"namespace {namespace} belongs to tenant {owner}", reason="NamespaceNotOwned"
+            )
+        if not adoption_requested(existing):
+            raise NamespaceNotOwned(
+                f"namespace {namespace} exists and was not created by the tenant operator; it is left alone. "
+                f'Delete it, or annotate it {ADOPT_ANNOTATION}="true" to hand it to this Tenant',
+                delay=NOT_OWNED_RETRY_SECONDS,
+            )
+        await context.kube.patch_namespace_metadata(namespace, adoption_patch(existing, body))
+        context.events.post(
+            body, "Normal", "NamespaceAdopted", f"Adopted namespace {namespace}, as annotated"
+        )
         return namespace
-    owner = existing["metadata"].get("labels", {}).get("neurallog.io/tenant")
-    if owner not in (None, name):
-        raise InvalidTenant(f"namespace {namespace} belongs to tenant {owner}")
     fixes = labels_to_fix(existing, name)
     if fixes:
-        await context.kube.label_namespace(namespace, fixes)
+        await context.kube.patch_namespace_metadata(namespace, {"labels": fixes})
         context.events.post(body, "Normal", "NamespaceLabelled", f"Labelled namespace {namespace}")
     return namespace
 
@@ -70,19 +129,26 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int, *, fo
     previous = current_status(body)
     try:
         spec = parse_spec(name, body.get("spec") or {})
+        check_policy(spec, context.settings)
+        namespace = await ensure_namespace(context, body)
     except InvalidTenant as error:
         failed = previous.release.model_copy(
-            update={"state": "Failed", "reason": "InvalidTenant", "message": str(error)}
+            update={"state": "Failed", "reason": error.reason, "message": str(error)}
         )
         await context.reporter.report(name, release=failed, observed_generation=generation)
-        context.events.post(body, "Warning", "InvalidTenant", str(error))
+        context.events.post(body, "Warning", error.reason, str(error))
         raise
-    values = spec.to_values()
-    wanted = desired_hash(values, context.helm.chart_fingerprint)
-    try:
-        namespace = await ensure_namespace(context, body)
+    except NamespaceNotOwned as error:
+        waiting = previous.release.model_copy(
+            update={"state": "Pending", "reason": "NamespaceNotOwned", "message": str(error)}
+        )
+        await context.reporter.report(name, release=waiting, observed_generation=generation)
+        context.events.post(body, "Warning", "NamespaceNotOwned", str(error))
+        raise
     except ApiException as error:
         raise kopf.TemporaryError(f"namespace: {error.reason}", delay=retry_delay(retry)) from error
+    values = spec.to_values()
+    wanted = desired_hash(values, context.helm.chart_fingerprint)
 
     if not force and previous.release.state == "Deployed" and previous.release.applied_hash == wanted:
         logger.debug("tenant %s: values and chart unchanged, no Helm call", name)
@@ -100,6 +166,7 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int, *, fo
     await context.reporter.report(name, release=installing, observed_generation=previous.observed_generation)
     context.events.post(body, "Normal", "Installing", f"Installing release {name} into {namespace}")
     try:
+        await grant_access(context, namespace)
         release = await context.helm.upgrade(name, namespace, values)
     except HelmError as error:
         state = "Failed" if error.permanent else "Installing"

@@ -20,6 +20,7 @@ from typing import Any
 
 from tenant_operator import metrics
 from tenant_operator.settings import Settings
+from tenant_postrender.cli import ALLOWED_REGISTRIES_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,35 @@ class Release:
     status: str
 
 
-_SECRET_ASSIGNMENT = re.compile(
-    r"(?i)\b(password|passwd|secret|token|api[-_]?key|requirepass|masterauth|credentials?)"
-    r"([\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;}\]]+)"
+# A name whose value is secret: it ends with one of these words (DB_PASSWORD, client_secret, apiKey, X-API-KEY,
+# aws_secret_access_key, tls-key-file-pass); secretKeyRef and secretName, which only name a Secret, do not.
+_SECRET_NAME = (
+    r"[\w.-]*?(?:password|passwd|passphrase|secret|token|api[-_]?key|access[-_]?key|private[-_]?key"
+    r"|credentials?|requirepass|masterauth|authorization|(?<![a-z])pass)s?(?![\w-])"
 )
-_REDIS_PASSWORD = re.compile(r"(?i)\b(requirepass|masterauth)(\s+)(\S+)")
-_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*):([^/\s@]+)@", re.IGNORECASE)
+# Between a name and its value, in YAML, JSON (also JSON quoted again by Go, \"key\":\"value\"), env=value
+# and data[key]: value.
+_SEPARATOR = r"(?:\\*[\"'])?\]?\s*[:=]\s*"
+_QUOTE = r"(?:\\*[\"'])?"
+_VALUE = r"(?:(?P<escape>\\+)\"(?:(?!(?P=escape)\").)*(?P=escape)\"|\"[^\"]*\"|'[^']*'|[^\s,;}\]\"'\\]+)"
+_SECRET_ASSIGNMENT = re.compile(rf"(?i)({_SECRET_NAME}{_SEPARATOR})({_VALUE})")
+# An environment variable as Kubernetes prints it: {"name":"API_KEY","value":"..."}, name: API_KEY / value: ...
+# (YAML), {Name:API_KEY Value:... } (Go).
+_SECRET_ENV = re.compile(
+    rf"(?i)(\bname{_SEPARATOR}{_QUOTE}{_SECRET_NAME}{_QUOTE}[\s,]*{_QUOTE}value{_SEPARATOR})({_VALUE})"
+)
+# redis.conf and redis-server arguments: `requirepass x`, `--masterauth x`, `tls-key-file-pass x`.
+_REDIS_PASSWORD = re.compile(
+    r"(?i)(?<![\w-])(-{0,2}(?:requirepass|masterauth|[a-z-]*-pass))(\s+)(\"[^\"]*\"|'[^']*'|\S+)"
+)
+# A Redis ACL rule (`user alice on >password ~* +@all`) gives a password after '>'.
+_REDIS_ACL_USER = re.compile(r"(?i)\buser\s+\S+[^\n]*")
+_REDIS_ACL_PASSWORD = re.compile(r"(?<=\s)>[^\s>=]\S*")
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)[\w.~+/=-]{8,}")
+# user:password@ in a URL; the password may hold '/', ':' and '@' (the last '@' before the host ends it).
+_URL_CREDENTIALS = re.compile(
+    r"([a-z][a-z0-9+.-]*://)([^\s/?#@:\"'\\]*):([^\s\"'\\]+)@(?=[^\s@\"'\\]*(?:[\s\"'\\]|$))", re.IGNORECASE
+)
 _BASE64_WORD = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])")
 
 
@@ -66,13 +90,21 @@ def _looks_encoded(match: re.Match[str]) -> str:
     return "<redacted>" if mixed else word
 
 
+def _acl_passwords(match: re.Match[str]) -> str:
+    return _REDIS_ACL_PASSWORD.sub("><redacted>", match.group(0))
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` without secret values: assignments to secret-looking keys, URL passwords, base64 blobs and the
-    given strings; shortened to MAX_MESSAGE characters."""
+    """`text` without secret values: values of secret-looking names (assigned, as environment variables or
+    as redis.conf directives), Redis ACL passwords, bearer tokens, URL passwords, base64 blobs and the given
+    strings; shortened to MAX_MESSAGE characters."""
     for secret in secrets:
         if len(secret) >= 4:
             text = text.replace(secret, "<redacted>")
-    text = _SECRET_ASSIGNMENT.sub(r"\1\2<redacted>", text)
+    text = _REDIS_ACL_USER.sub(_acl_passwords, text)
+    text = _BEARER.sub(r"\1\2<redacted>", text)
+    text = _SECRET_ENV.sub(r"\1<redacted>", text)
+    text = _SECRET_ASSIGNMENT.sub(r"\1<redacted>", text)
     text = _REDIS_PASSWORD.sub(r"\1\2<redacted>", text)
     text = _URL_CREDENTIALS.sub(r"\1\2:<redacted>@", text)
     text = _BASE64_WORD.sub(_looks_encoded, text)
@@ -86,6 +118,8 @@ def classify(stderr: str) -> HelmError:
     message = redact(stderr) or "helm failed without a message"
     lowered = stderr.lower()
     if "post-render" in lowered or "post render" in lowered or "postrender" in lowered:
+        if "not from an allowed registry" in lowered:
+            return HelmError("ImageNotAllowed", message, permanent=True)
         reason = "BudgetExceeded" if "budget" in lowered or "quota" in lowered else "ManifestsRejected"
         return HelmError(reason, message, permanent=True)
     if "don't meet the specifications of the schema" in lowered:
@@ -101,9 +135,9 @@ def classify(stderr: str) -> HelmError:
     return HelmError("HelmFailed", message, permanent=False)
 
 
-def fingerprint(paths: Iterable[Path]) -> str:
-    """A digest of every file under the given directories (their relative names and contents)."""
-    digest = hashlib.sha256()
+def fingerprint(paths: Iterable[Path], extra: bytes = b"") -> str:
+    """A digest of every file under the given directories (their relative names and contents), and `extra`."""
+    digest = hashlib.sha256(extra)
     for root in paths:
         for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -170,13 +204,17 @@ class Helm:
         self._major: int | None = None
         # One Helm command per release at a time (what makes a pending release found here a dead one).
         self._releases: dict[str, asyncio.Lock] = {}
-        self.chart_fingerprint = fingerprint([settings.chart, postrenderer_sources()])
+        # What the release passes through: the chart, the post-renderer and the allow-list it enforces (a
+        # changed list checks every tenant again).
+        registries = ",".join(sorted(settings.allowed_registries)).encode()
+        self.chart_fingerprint = fingerprint([settings.chart, postrenderer_sources()], registries)
         bin_dir = str(Path(settings.postrenderer).parent)
         # A Helm home of the operator's own: the user's Helm configuration and plugins stay out of it. Helm
         # 4.3 installs a local plugin into $HELM_DATA_HOME/plugins whatever HELM_PLUGINS says: left unset.
         environ = {key: value for key, value in os.environ.items() if key != "HELM_PLUGINS"}
         self.env = environ | {
             "PATH": f"{bin_dir}{os.pathsep}{environ.get('PATH', '')}",
+            ALLOWED_REGISTRIES_ENV: ",".join(settings.allowed_registries),
             "HELM_DATA_HOME": str(settings.helm_home / "data"),
             "HELM_CONFIG_HOME": str(settings.helm_home / "config"),
             "HELM_CACHE_HOME": str(settings.helm_home / "cache"),

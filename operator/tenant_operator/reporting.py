@@ -49,6 +49,14 @@ def current_status(tenant: Mapping[str, Any]) -> TenantStatus:
         return TenantStatus()
 
 
+def tenant_spec(tenant: Mapping[str, Any]) -> TenantSpec | None:
+    """The Tenant's spec as the models read it; None when it is invalid (the reconciliation says why)."""
+    try:
+        return TenantSpec.model_validate(tenant.get("spec") or {})
+    except ValidationError:
+        return None
+
+
 @dataclass
 class Reporter:
     """Derives and writes the status of tenants."""
@@ -103,7 +111,8 @@ class Reporter:
         deployment = await self.kube.get_deployment(namespace, SERVER_DEPLOYMENT)
         statefulset = await self.kube.get_statefulset(namespace, REDIS_STATEFULSET)
         pods = await self.kube.list_pods(namespace) if deployment or statefulset else []
-        missing = await self._missing_refs(tenant, namespace)
+        spec = tenant_spec(tenant)
+        missing = await self._missing_refs(spec, namespace)
         seen = Observation(
             namespace=namespace,
             generation=int(metadata.get("generation", 0)),
@@ -115,6 +124,7 @@ class Reporter:
             server=workload_status("Server", deployment, pods_of(SERVER_APP, pods)),
             redis=workload_status("Redis", statefulset, pods_of(REDIS_APP, pods)),
             missing_refs=missing,
+            isolated=spec is None or spec.network_policy.enabled,
         )
         status = tenant_status(seen, previous, datetime.now(UTC).replace(microsecond=0))
         if not same_status(status, previous) or not tenant.get("status"):
@@ -124,10 +134,8 @@ class Reporter:
         self._recheck_while_missing(name, bool(missing))
         return status
 
-    async def _missing_refs(self, tenant: Object, namespace: str) -> list[str]:
-        try:
-            spec = TenantSpec.model_validate(tenant.get("spec") or {})
-        except ValidationError:
+    async def _missing_refs(self, spec: TenantSpec | None, namespace: str) -> list[str]:
+        if spec is None:
             return []
         names = referenced_secrets(spec.server.env)
         if not names or await self.kube.get_namespace(namespace) is None:

@@ -151,6 +151,13 @@ PRINTER_COLUMNS: list[JsonObject] = [
         "description": "Revision of the tenant's Helm release.",
         "priority": 1,
     },
+    {
+        "name": "Isolated",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Isolated")].status',
+        "description": "Whether the tenant's NetworkPolicies apply (False: networkPolicy.enabled is false).",
+        "priority": 1,
+    },
 ]
 
 

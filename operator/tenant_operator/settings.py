@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ENV_PREFIX = "TENANT_OPERATOR_"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +68,33 @@ class Settings(BaseModel):
     secret_recheck_seconds: float = Field(
         default=10, gt=0, description="How soon a missing secretKeyRef Secret is looked for again."
     )
+    tenant_role: str = Field(
+        default="",
+        description="ClusterRole bound in each tenant namespace to the operator's ServiceAccount, before any "
+        "Helm call there (the chart's cluster-wide role holds no Secret access); empty: no binding.",
+    )
+    service_account: str = Field(
+        default="",
+        pattern=r"^$|^[a-z0-9.-]+/[a-z0-9.-]+$",
+        description="The operator's ServiceAccount as namespace/name, the subject of that binding.",
+    )
+    allow_isolation_off: bool = Field(
+        default=False,
+        description="Whether a Tenant may set networkPolicy.enabled=false (no NetworkPolicy at all); "
+        "refused with reason IsolationForbidden when not.",
+    )
+    allowed_registries: tuple[str, ...] = Field(
+        default=(),
+        description="Registries (or repository prefixes) the tenants' images must come from, "
+        "comma-separated; empty: any. Enforced by the post-renderer.",
+    )
+
+    @field_validator("allowed_registries", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -131,10 +131,13 @@ def referenced_secrets(env: Iterable[EnvVar]) -> dict[str, list[tuple[str, str]]
 def missing_secret_refs(
     env: Iterable[EnvVar], namespace: str, secret_keys: Mapping[str, frozenset[str] | None]
 ) -> list[str]:
-    """What the server's environment needs that the namespace lacks (secret_keys: name -> keys or None)."""
+    """What the server's environment needs that the namespace lacks (secret_keys: name -> keys, or None when
+    the Secret does not exist; a Secret left out is unknown and counts as present)."""
     missing = []
     for secret, wanted in referenced_secrets(env).items():
-        keys = secret_keys.get(secret)
+        if secret not in secret_keys:
+            continue
+        keys = secret_keys[secret]
         for key, variable in wanted:
             if keys is None:
                 missing.append(
@@ -159,6 +162,7 @@ class Observation:
     server: WorkloadStatus
     redis: WorkloadStatus
     missing_refs: Sequence[str] = ()
+    isolated: bool = True  # spec.networkPolicy.enabled
 
 
 def _phase(seen: Observation) -> tuple[Phase, str, str]:
@@ -168,6 +172,8 @@ def _phase(seen: Observation) -> tuple[Phase, str, str]:
         return "Terminating", "Terminating", "The release and the namespace are being deleted"
     if seen.release.state == "Failed":
         return "Failed", seen.release.reason or "ReleaseFailed", seen.release.message
+    if seen.release.state == "Pending" and seen.release.reason:
+        return "Pending", seen.release.reason, seen.release.message
     if seen.missing_refs:
         return "Degraded", "SecretNotFound", "; ".join(seen.missing_refs)
     broken = [workload.message for workload in workloads if workload.phase in ("Failed", "Degraded")]
@@ -183,7 +189,7 @@ def _phase(seen: Observation) -> tuple[Phase, str, str]:
 
 
 def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> TenantStatus:
-    """The whole status: phase, workloads and the Ready, Progressing and Degraded conditions."""
+    """The whole status: phase, workloads and the Ready, Progressing, Degraded and Isolated conditions."""
     phase, reason, message = _phase(seen)
 
     def condition(kind: ConditionType, status: ConditionStatus, why: str, text: str) -> Condition:
@@ -213,6 +219,14 @@ def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> T
             "True" if degraded else "False",
             reason if degraded else "AsExpected",
             message if degraded else "",
+        ),
+        condition(
+            "Isolated",
+            "True" if seen.isolated else "False",
+            "NetworkPoliciesEnabled" if seen.isolated else "NetworkPoliciesDisabled",
+            "default-deny and the tenant's rules apply"
+            if seen.isolated
+            else "spec.networkPolicy.enabled is false: no NetworkPolicy, open to every namespace",
         ),
     ]
     return TenantStatus(

@@ -6,13 +6,23 @@ upgrade of every tenant.
 """
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from tenant_postrender.render import render
 from tenant_postrender.violations import ValidationFailed, Violation
 
 REFUSED = 1
+# The allow-list as the environment gives it (comma-separated), for runs where Helm starts this process and
+# no argument can be passed (the operator sets it; Helm hands its environment down to post-renderers).
+ALLOWED_REGISTRIES_ENV = "TENANT_POSTRENDER_ALLOWED_REGISTRIES"
+
+
+def allowed_registries(arguments: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The registries of --allowed-registry and of the environment together; [] allows any."""
+    from_environment = environ.get(ALLOWED_REGISTRIES_ENV, "").split(",")
+    return [*arguments, *(entry.strip() for entry in from_environment if entry.strip())]
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -26,8 +36,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="REGISTRY",
-        help="allow images from this registry or repository prefix only (repeatable; e.g. "
-        "docker.io/library); default: any registry",
+        help="allow images from this registry or repository prefix only (repeatable, e.g. "
+        f"docker.io/library; also read, comma-separated, from ${ALLOWED_REGISTRIES_ENV}); default: any",
     )
     return parser.parse_args(argv)
 
@@ -36,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _arguments(argv)
     try:
         text = sys.stdin.buffer.read().decode("utf-8")
-        result = render(text, allowed_registries=arguments.allowed_registry)
+        registries = allowed_registries(arguments.allowed_registry, os.environ)
+        result = render(text, allowed_registries=registries)
     except UnicodeDecodeError as error:
         failure = ValidationFailed(
             [

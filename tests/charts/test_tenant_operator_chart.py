@@ -9,7 +9,8 @@ NAMESPACE = "system"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
 ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 READ = ("get", "list", "watch")
-# Every (API group, resource, verb) the operator may use, and nothing else.
+TENANT_ROLE = f"{RELEASE}-tenant"
+# Every (API group, resource, verb) the operator may use cluster-wide, and nothing else: no Secret at all.
 EXPECTED_PERMISSIONS = {
     *(("neurallog.io", "tenants", verb) for verb in ("get", "list", "watch", "patch", "update")),
     ("neurallog.io", "tenants/status", "patch"),
@@ -18,6 +19,13 @@ EXPECTED_PERMISSIONS = {
     *(("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in READ),
     *(("", "namespaces", verb) for verb in ("get", "list", "watch", "create", "patch", "delete")),
     *((group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")),
+    *(("", "pods", verb) for verb in READ),
+    *(("apps", resource, verb) for resource in ("statefulsets", "deployments") for verb in READ),
+    ("rbac.authorization.k8s.io", "rolebindings", "create"),
+    ("rbac.authorization.k8s.io", "clusterroles", "bind"),
+}
+# What it may do inside a tenant namespace, where it binds the tenant role.
+EXPECTED_TENANT_PERMISSIONS = {
     *(
         ("", resource, verb)
         for resource in ("resourcequotas", "limitranges", "secrets", "configmaps", "services")
@@ -53,6 +61,7 @@ def test_objects(defaults: Manifests) -> None:
     assert defaults.names() == {
         ("ServiceAccount", RELEASE),
         ("ClusterRole", RELEASE),
+        ("ClusterRole", TENANT_ROLE),
         ("ClusterRoleBinding", RELEASE),
         ("Deployment", "controller-manager"),
         ("Service", f"{RELEASE}-metrics"),
@@ -67,8 +76,36 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(defaults: Manifests)
     cluster_role = defaults.get("ClusterRole", RELEASE)
     assert permissions(cluster_role) == EXPECTED_PERMISSIONS
     for rule in cluster_role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, "no nonResourceURLs, no resourceNames needed"
+        named = {"resourceNames": [TENANT_ROLE]} if rule["verbs"] == ["bind"] else {}
+        assert {key: rule[key] for key in set(rule) - {"apiGroups", "resources", "verbs"}} == named, (
+            "bind is limited to the tenant role by name; nothing else is named"
+        )
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+
+
+def test_tenant_role_grants_what_the_operator_does_in_a_tenant_namespace(defaults: Manifests) -> None:
+    tenant_role = defaults.get("ClusterRole", TENANT_ROLE)
+    assert permissions(tenant_role) == EXPECTED_TENANT_PERMISSIONS
+    deployment = defaults.get("Deployment", "controller-manager")
+    (manager,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "TENANT_OPERATOR_TENANT_ROLE", "value": TENANT_ROLE} in manager["env"]
+    account = {"name": "TENANT_OPERATOR_SERVICE_ACCOUNT", "value": f"{NAMESPACE}/{RELEASE}"}
+    assert account in manager["env"]
+
+
+def test_isolation_and_registry_settings_reach_the_operator(helm: Helm) -> None:
+    def env(manifests: Manifests) -> dict[str, str]:
+        (manager,) = manifests.get("Deployment", "controller-manager")["spec"]["template"]["spec"][
+            "containers"
+        ]
+        return {variable["name"]: variable.get("value", "") for variable in manager["env"]}
+
+    defaults = env(render(helm))
+    assert defaults["TENANT_OPERATOR_ALLOW_ISOLATION_OFF"] == "false", "isolation off is forbidden by default"
+    assert defaults["TENANT_OPERATOR_ALLOWED_REGISTRIES"] == ""
+    given = env(render(helm, {"allowNetworkPolicyDisabled": True, "allowedRegistries": ["a.example/x", "b"]}))
+    assert given["TENANT_OPERATOR_ALLOW_ISOLATION_OFF"] == "true"
+    assert given["TENANT_OPERATOR_ALLOWED_REGISTRIES"] == "a.example/x,b"
 
 
 def test_cluster_role_is_bound_to_the_operators_service_account(defaults: Manifests) -> None:
@@ -157,7 +194,9 @@ def test_admission_guard_matches_only_the_operator(defaults: Manifests) -> None:
         resource for rule in policy["matchConstraints"]["resourceRules"] for resource in rule["resources"]
     }
     written = {
-        resource for _, resource, verb in EXPECTED_PERMISSIONS if verb in ("create", "update", "delete")
+        resource
+        for _, resource, verb in EXPECTED_PERMISSIONS | EXPECTED_TENANT_PERMISSIONS
+        if verb in ("create", "update", "delete")
     }
     assert guarded == written - {"tenants", "tenants/status", "tenants/finalizers", "events"}
     binding = defaults.get("ValidatingAdmissionPolicyBinding", f"{RELEASE}-tenant-namespaces")["spec"]

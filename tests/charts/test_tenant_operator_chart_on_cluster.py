@@ -149,28 +149,38 @@ def delete_tenant(kube: Any, name: str) -> None:
         )
 
 
+# What the chart's cluster-wide role allows, anywhere (RBAC alone; the admission guard is tested below).
 ALLOWED = [
     ("patch", "tenants.neurallog.io", None),
     ("update", "tenants.neurallog.io/status", None),
     ("create", "namespaces", None),
     ("delete", "namespaces", None),
     ("create", "events.events.k8s.io", "default"),
-    ("create", "deployments.apps", "tenant-x"),
-    ("delete", "statefulsets.apps", "tenant-x"),
-    ("create", "networkpolicies.networking.k8s.io", "tenant-x"),
-    ("create", "secrets", "tenant-x"),
     ("watch", "pods", "tenant-x"),
+    ("watch", "deployments.apps", None),
+    ("create", "rolebindings.rbac.authorization.k8s.io", "tenant-x"),
 ]
 REFUSED = [
     ("create", "tenants.neurallog.io", None),
     ("delete", "tenants.neurallog.io", None),
+    # No Secret anywhere, unless the operator has bound its tenant role in that namespace (below).
+    ("get", "secrets", "default"),
+    ("get", "secrets", "kube-system"),
+    ("list", "secrets", None),
+    ("watch", "secrets", None),
+    ("create", "secrets", "tenant-x"),
+    ("create", "deployments.apps", "tenant-x"),
+    ("delete", "statefulsets.apps", "tenant-x"),
+    ("create", "networkpolicies.networking.k8s.io", "tenant-x"),
     ("create", "pods", "tenant-x"),
     ("create", "persistentvolumeclaims", "tenant-x"),
     ("create", "serviceaccounts", "tenant-x"),
-    ("create", "rolebindings.rbac.authorization.k8s.io", "tenant-x"),
+    ("create", "roles.rbac.authorization.k8s.io", "tenant-x"),
     ("create", "clusterroles.rbac.authorization.k8s.io", None),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", None),
     ("escalate", "clusterroles.rbac.authorization.k8s.io", None),
     ("impersonate", "users", None),
+    ("impersonate", "serviceaccounts", "kube-system"),
     ("get", "nodes", None),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", None),
     ("*", "*", None),
@@ -201,12 +211,6 @@ def eventually(check: Callable[[], bool], timeout: float = 30) -> bool:
     return True
 
 
-def configmap(namespace: str) -> str:
-    return yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "guard-test", "namespace": namespace}}
-    )
-
-
 def namespace_manifest(name: str, labels: dict[str, str]) -> str:
     return yaml.safe_dump(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
@@ -216,19 +220,73 @@ def namespace_manifest(name: str, labels: dict[str, str]) -> str:
 def test_admission_guard_confines_the_operators_writes_to_tenant_namespaces(
     kube: Any, operator_release: tuple[str, str], tenant_namespace: str
 ) -> None:
-    as_operator = f"--as={service_account(operator_release)}"
+    account = service_account(operator_release)
+    as_operator = f"--as={account}"
 
     def write(manifest: str) -> Any:
         return kube.kubectl("create", "--dry-run=server", as_operator, "-f", "-", input=manifest, check=False)
 
-    assert eventually(lambda: write(configmap("default")).returncode != 0), "a write in default was admitted"
-    refused = write(configmap("default"))
+    def binding(namespace: str) -> str:
+        """What RBAC lets the operator write anywhere: a RoleBinding of its tenant role."""
+        return role_binding(namespace, f"{operator_release[0]}-tenant", account, name="guard-test")
+
+    assert eventually(lambda: write(binding("default")).returncode != 0), "a write in default was admitted"
+    refused = write(binding("default"))
     assert "the tenant operator writes only in namespaces tenant-*" in refused.stderr
     assert "in namespace default" in refused.stderr
 
-    assert write(configmap(tenant_namespace)).returncode == 0
+    assert write(binding(tenant_namespace)).returncode == 0
     tenant_name = unique_name("guarded")
     labelled = namespace_manifest(f"tenant-{tenant_name}", {"neurallog.io/tenant": tenant_name})
     assert write(labelled).returncode == 0
     assert write(namespace_manifest(f"tenant-{tenant_name}", {})).returncode != 0, "unlabelled namespace"
     assert write(namespace_manifest(tenant_name, {"neurallog.io/tenant": tenant_name})).returncode != 0
+
+
+def can_i(kube: Any, account: str, verb: str, resource: str, namespace: str | None = None) -> str:
+    scope = ["-n", namespace] if namespace else []
+    return str(
+        kube.kubectl("auth", "can-i", verb, resource, *scope, f"--as={account}", check=False).stdout.strip()
+    )
+
+
+def test_the_operator_reads_secrets_only_where_it_bound_its_tenant_role(
+    kube: Any, operator_release: tuple[str, str], tenant_namespace: str
+) -> None:
+    """The operator binds the chart's tenant role in a tenant namespace (as it does before its first Helm call
+    there) and may then use Secrets there, and still nowhere else; it cannot bind any other role."""
+    release, _ = operator_release
+    account = service_account(operator_release)
+    assert can_i(kube, account, "bind", f"clusterroles/{release}-tenant") == "yes"
+    assert can_i(kube, account, "bind", "clusterroles/admin") == "no"
+    assert can_i(kube, account, "get", "secrets", tenant_namespace) == "no", (
+        "nothing granted before the binding"
+    )
+
+    binding = role_binding(tenant_namespace, f"{release}-tenant", account)
+    created = kube.kubectl("create", f"--as={account}", "-f", "-", input=binding, check=False)
+    assert created.returncode == 0, created.stderr
+    for verb in ("get", "list", "create", "delete"):
+        assert can_i(kube, account, verb, "secrets", tenant_namespace) == "yes"
+    assert can_i(kube, account, "create", "deployments.apps", tenant_namespace) == "yes"
+    for namespace in ("default", "kube-system"):
+        assert can_i(kube, account, "get", "secrets", namespace) == "no"
+        assert can_i(kube, account, "list", "secrets", namespace) == "no"
+
+    other_role = role_binding(tenant_namespace, "admin", account, name="tenant-operator-admin")
+    refused = kube.kubectl("create", f"--as={account}", "-f", "-", input=other_role, check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), "bound a role it may not bind"
+
+
+def role_binding(namespace: str, role: str, account: str, name: str = "tenant-operator") -> str:
+    """A RoleBinding of a ClusterRole to the ServiceAccount `system:serviceaccount:<ns>:<name>`."""
+    _, _, account_namespace, account_name = account.split(":")
+    return yaml.safe_dump(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account_name, "namespace": account_namespace}],
+        }
+    )

@@ -1,4 +1,5 @@
-"""End-to-end fixtures: the CRD, the operator subprocess, and Tenants cleaned up after each test."""
+"""End-to-end fixtures: the CRD, the operator chart's RBAC, the operator subprocess acting as the chart's
+ServiceAccount (not as the cluster's admin), and Tenants cleaned up after each test."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Kube
-from tests.e2e.operator_process import REPO, Operator, Tenants
+from tests.e2e.operator_process import REPO, Operator, ServiceAccount, Tenants
 
 CRD = REPO / "charts" / "tenant-operator" / "crds" / "tenants.neurallog.io.yaml"
 
@@ -18,10 +19,32 @@ def crd(kube: Kube) -> None:
     kube.kubectl("wait", "--for=condition=Established", "crd/tenants.neurallog.io", "--timeout=60s")
 
 
+# The operator chart, installed with no operator pod (replicas 0) for its RBAC and admission guard only.
+RBAC_RELEASE = "e2e-tenant-operator"
+RBAC_NAMESPACE = "e2e-operator"
+
+
 @pytest.fixture(scope="package")
-def operator(kube: Kube, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """The operator, running for the tests of this package (a test may stop and start it again)."""
-    process = Operator(kube, Path(tmp_path_factory.mktemp("operator")))
+def account(kube: Kube, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceAccount]:
+    """The chart's ServiceAccount, roles and guard, and a kubeconfig holding a token of that account."""
+    chart = REPO / "charts" / "tenant-operator"
+    kube.helm(
+        "upgrade", "--install", RBAC_RELEASE, str(chart), "--namespace", RBAC_NAMESPACE,
+        "--create-namespace", "--skip-crds", "--set", "replicas=0", "--wait",
+    )  # fmt: skip
+    workdir = Path(tmp_path_factory.mktemp("account"))
+    yield ServiceAccount.of_release(kube, RBAC_RELEASE, RBAC_NAMESPACE, workdir)
+    kube.helm("uninstall", RBAC_RELEASE, "--namespace", RBAC_NAMESPACE, "--wait", check=False)
+    kube.kubectl("delete", "namespace", RBAC_NAMESPACE, "--ignore-not-found", "--wait=false")
+
+
+@pytest.fixture(scope="package")
+def operator(
+    kube: Kube, account: ServiceAccount, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """The operator, running for the tests of this package (a test may stop and start it again), with
+    exactly the rights the chart gives it."""
+    process = Operator(kube, Path(tmp_path_factory.mktemp("operator")), account)
     process.start()
     yield process
     process.stop()

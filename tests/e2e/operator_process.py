@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,12 +44,47 @@ def wait_until(
     return result
 
 
-class Operator:
-    """One `python -m tenant_operator` process at a time, with its own Helm home, ports and log file."""
+@dataclass(frozen=True)
+class ServiceAccount:
+    """The operator chart's ServiceAccount: its kubeconfig (a token of it) and the settings naming it."""
 
-    def __init__(self, kube: Kube, workdir: Path) -> None:
+    kubeconfig: Path
+    settings: dict[str, str]
+
+    @classmethod
+    def of_release(cls, kube: Kube, release: str, namespace: str, workdir: Path) -> "ServiceAccount":
+        """The account of an installed operator chart (release names containing tenant-operator are the
+        chart's full name), with a token valid for the longest test run."""
+        token = kube.kubectl("create", "token", release, "--namespace", namespace, "--duration=6h").stdout
+        admin = yaml.safe_load(kube.kubeconfig.read_text())
+        cluster = admin["clusters"][0]
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster],
+            "users": [{"name": release, "user": {"token": token.strip()}}],
+            "contexts": [{"name": release, "context": {"cluster": cluster["name"], "user": release}}],
+            "current-context": release,
+        }
+        path = workdir / "kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig))
+        path.chmod(0o600)
+        settings = {
+            "TENANT_OPERATOR_TENANT_ROLE": f"{release}-tenant",
+            "TENANT_OPERATOR_SERVICE_ACCOUNT": f"{namespace}/{release}",
+        }
+        return cls(path, settings)
+
+
+class Operator:
+    """One `python -m tenant_operator` process at a time, with its own Helm home, ports and log file, acting
+    as the given ServiceAccount."""
+
+    def __init__(self, kube: Kube, workdir: Path, account: ServiceAccount) -> None:
         self.kube = kube
         self.workdir = workdir
+        self.account = account
+        self.extra_settings: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "operator.log"
         self.metrics_port = 0
@@ -56,14 +92,20 @@ class Operator:
     def start(self) -> None:
         assert self.process is None, "the operator is already running"
         health_port, self.metrics_port = free_port(), free_port()
-        env = self.kube.env | {
-            "TENANT_OPERATOR_HELM": str(self.kube.bin / "helm"),
-            "TENANT_OPERATOR_HELM_HOME": str(self.workdir / "helm"),
-            "TENANT_OPERATOR_HEALTH_PORT": str(health_port),
-            "TENANT_OPERATOR_METRICS_PORT": str(self.metrics_port),
-            "TENANT_OPERATOR_LOG_FORMAT": "text",
-            "TENANT_OPERATOR_SECRET_RECHECK_SECONDS": "2",
-        }
+        env = (
+            self.kube.env
+            | self.account.settings
+            | self.extra_settings
+            | {
+                "KUBECONFIG": str(self.account.kubeconfig),
+                "TENANT_OPERATOR_HELM": str(self.kube.bin / "helm"),
+                "TENANT_OPERATOR_HELM_HOME": str(self.workdir / "helm"),
+                "TENANT_OPERATOR_HEALTH_PORT": str(health_port),
+                "TENANT_OPERATOR_METRICS_PORT": str(self.metrics_port),
+                "TENANT_OPERATOR_LOG_FORMAT": "text",
+                "TENANT_OPERATOR_SECRET_RECHECK_SECONDS": "2",
+            }
+        )
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tenant_operator", "--zap-log-level=debug"],

@@ -24,7 +24,10 @@ class FakeHelm:
     upgrades: list[tuple[str, str, Mapping[str, Any]]] = field(default_factory=list)
     uninstalls: list[str] = field(default_factory=list)
 
+    calls: list[str] = field(default_factory=list)
+
     async def upgrade(self, name: str, namespace: str, values: Mapping[str, Any]) -> Release:
+        self.calls.append("upgrade")
         self.upgrades.append((name, namespace, values))
         if self.failure:
             raise self.failure
@@ -41,6 +44,8 @@ class FakeKube:
     disappear_after: int = 1  # reads of a deleted namespace before it is gone
     created: list[str] = field(default_factory=list)
     tenant: dict[str, Any] | None = None
+    calls: list[str] = field(default_factory=list)  # what was done, in order (with FakeHelm's calls)
+    role_bindings: list[Mapping[str, Any]] = field(default_factory=list)
 
     async def get_tenant(self, name: str) -> dict[str, Any] | None:
         return self.tenant
@@ -59,8 +64,16 @@ class FakeKube:
         self.namespaces[body["metadata"]["name"]] = dict(body)
         return True
 
-    async def label_namespace(self, name: str, labels: Mapping[str, str]) -> None:
-        self.namespaces[name]["metadata"]["labels"].update(labels)
+    async def patch_namespace_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
+        current = self.namespaces[name]["metadata"]
+        current.setdefault("labels", {}).update(metadata.get("labels", {}))
+        if "ownerReferences" in metadata:
+            current["ownerReferences"] = metadata["ownerReferences"]
+
+    async def create_role_binding(self, body: Mapping[str, Any]) -> bool:
+        self.calls.append("rolebinding")
+        self.role_bindings.append(body)
+        return True
 
     async def delete_namespace(self, name: str) -> None:
         self.namespaces[name]["metadata"]["deletionTimestamp"] = "now"
@@ -95,8 +108,8 @@ class World:
     reporter: FakeReporter = field(default_factory=FakeReporter)
     events: FakeEvents = field(default_factory=FakeEvents)
 
-    def context(self) -> Context:
-        settings = Settings(helm="helm", namespace_poll_seconds=0.01)
+    def context(self, **settings_given: Any) -> Context:
+        settings = Settings(helm="helm", namespace_poll_seconds=0.01, **settings_given)
         return Context(
             settings=settings,
             helm=cast(Any, self.helm),
@@ -114,6 +127,16 @@ def tenant(status: dict[str, Any] | None = None, generation: int = 2) -> dict[st
         "spec": {"displayName": "Acme", "server": {"replicas": 2}},
         "status": status or {},
     }
+
+
+OWNED = [
+    {"apiVersion": "neurallog.io/v1", "kind": "Tenant", "name": "acme", "uid": "u-1", "controller": True}
+]
+
+
+def owned_namespace(**metadata: Any) -> dict[str, Any]:
+    """tenant-acme as the operator made it for tenant() (its owner reference), `metadata` over it."""
+    return {"metadata": {"name": "tenant-acme", "labels": {}, "ownerReferences": OWNED, **metadata}}
 
 
 def values() -> dict[str, Any]:
@@ -147,7 +170,7 @@ def test_nothing_changed_means_no_helm_call() -> None:
         "name": "acme",
         "revision": 4,
     }
-    world.kube.namespaces["tenant-acme"] = {"metadata": {"name": "tenant-acme", "labels": {}}}
+    world.kube.namespaces["tenant-acme"] = owned_namespace()
     asyncio.run(reconcile.reconcile(world.context(), tenant({"release": applied}), retry=0))
     assert world.helm.upgrades == []
     assert world.reporter.reports == [("acme", None, 2)]
@@ -205,7 +228,7 @@ def test_a_namespace_of_another_tenant_is_not_taken() -> None:
 
 def test_deletion_uninstalls_deletes_and_waits_for_the_namespace() -> None:
     world = World()
-    world.kube.namespaces["tenant-acme"] = {"metadata": {"name": "tenant-acme", "labels": {}}}
+    world.kube.namespaces["tenant-acme"] = owned_namespace()
     world.kube.disappear_after = 3
     asyncio.run(deletion.delete(world.context(), tenant()))
     assert world.helm.uninstalls == ["acme"]
@@ -241,3 +264,83 @@ def test_a_deleted_workload_is_put_back_only_for_a_deployed_tenant(
     asyncio.run(reconcile.repair(world.context(), "acme", "Deployment neurallog-server"))
     assert len(world.helm.upgrades) == (1 if reinstalled else 0)
     assert (("Warning", "WorkloadDeleted") in world.events.posted) == reinstalled
+
+
+def test_a_foreign_namespace_is_left_alone_and_the_tenant_says_why() -> None:
+    world = World()
+    world.kube.namespaces["tenant-acme"] = {"metadata": {"name": "tenant-acme", "labels": {"team": "x"}}}
+    with pytest.raises(reconcile.NamespaceNotOwned) as raised:
+        asyncio.run(reconcile.reconcile(world.context(), tenant(), retry=0))
+    assert raised.value.delay == reconcile.NOT_OWNED_RETRY_SECONDS
+    assert world.helm.upgrades == [] and world.kube.created == []
+    assert world.kube.namespaces["tenant-acme"]["metadata"]["labels"] == {"team": "x"}, "not relabelled"
+    waiting = world.reporter.reports[-1][1]
+    assert waiting is not None and (waiting.state, waiting.reason) == ("Pending", "NamespaceNotOwned")
+    assert "neurallog.io/adopt" in waiting.message
+    assert world.events.posted == [("Warning", "NamespaceNotOwned")]
+
+
+def test_a_namespace_marked_for_adoption_is_adopted() -> None:
+    world = World()
+    annotations = {"neurallog.io/adopt": "true"}
+    world.kube.namespaces["tenant-acme"] = {
+        "metadata": {"name": "tenant-acme", "labels": {"team": "x"}, "annotations": annotations}
+    }
+    asyncio.run(reconcile.reconcile(world.context(), tenant(), retry=0))
+    metadata = world.kube.namespaces["tenant-acme"]["metadata"]
+    assert metadata["labels"]["neurallog.io/tenant"] == "acme" and metadata["labels"]["team"] == "x"
+    assert [reference["uid"] for reference in metadata["ownerReferences"]] == ["u-1"]
+    assert ("Normal", "NamespaceAdopted") in world.events.posted
+    assert len(world.helm.upgrades) == 1
+
+
+def test_deleting_a_tenant_leaves_a_foreign_namespace_alone() -> None:
+    world = World()
+    world.kube.namespaces["tenant-acme"] = {"metadata": {"name": "tenant-acme", "labels": {}}}
+    asyncio.run(deletion.delete(world.context(), tenant()))
+    assert world.helm.uninstalls == []
+    assert "deletionTimestamp" not in world.kube.namespaces["tenant-acme"]["metadata"]
+    assert [reason for _, reason in world.events.posted] == ["NamespaceLeftAlone"]
+    assert world.reporter.forgotten == ["acme"]
+
+
+def isolation_off() -> dict[str, Any]:
+    off = tenant()
+    off["spec"]["networkPolicy"] = {"enabled": False}
+    return off
+
+
+def test_isolation_off_is_refused_unless_the_operator_allows_it() -> None:
+    world = World()
+    with pytest.raises(reconcile.InvalidTenant, match=r"spec\.networkPolicy\.enabled"):
+        asyncio.run(reconcile.reconcile(world.context(), isolation_off(), retry=0))
+    failed = world.reporter.reports[-1][1]
+    assert failed is not None and (failed.state, failed.reason) == ("Failed", "IsolationForbidden")
+    assert world.kube.created == [] and world.helm.upgrades == [], "nothing made"
+    assert world.events.posted == [("Warning", "IsolationForbidden")]
+
+    allowed = World()
+    asyncio.run(reconcile.reconcile(allowed.context(allow_isolation_off=True), isolation_off(), retry=0))
+    assert len(allowed.helm.upgrades) == 1
+
+
+def test_the_operator_binds_its_tenant_role_before_helm_runs() -> None:
+    world = World()
+    world.helm.calls = world.kube.calls  # one record of both, in order
+    context = world.context(tenant_role="tenant-operator-tenant", service_account="system/tenant-operator")
+    asyncio.run(reconcile.reconcile(context, tenant(), retry=0))
+    assert world.kube.calls == ["rolebinding", "upgrade"]
+    binding = world.kube.role_bindings[0]
+    assert binding["metadata"]["namespace"] == "tenant-acme"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "tenant-operator-tenant",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "tenant-operator", "namespace": "system"}
+    ]
+
+    unbound = World()
+    asyncio.run(reconcile.reconcile(unbound.context(), tenant(), retry=0))
+    assert unbound.kube.role_bindings == [], "no role given: no binding"

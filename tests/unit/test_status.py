@@ -149,6 +149,7 @@ def test_everything_ready_is_running() -> None:
         "Ready": ("True", "AllWorkloadsReady"),
         "Progressing": ("False", "Complete"),
         "Degraded": ("False", "AsExpected"),
+        "Isolated": ("True", "NetworkPoliciesEnabled"),
     }
     assert all(c.observed_generation == 2 and c.last_transition_time == NOW for c in status.conditions)
 
@@ -195,9 +196,23 @@ def test_transition_times_change_only_with_the_condition_status() -> None:
     before = tenant_status(observe(), TenantStatus(), NOW)
     later = NOW + timedelta(minutes=5)
     same = tenant_status(observe(), before, later)
-    assert [c.last_transition_time for c in same.conditions] == [NOW, NOW, NOW]
+    assert [c.last_transition_time for c in same.conditions] == [NOW, NOW, NOW, NOW]
     assert same_status(before, same)
     broken = tenant_status(observe(missing_refs=["x"]), before, later)
     times = {c.type: c.last_transition_time for c in broken.conditions}
-    assert times == {"Ready": later, "Progressing": NOW, "Degraded": later}
+    assert times == {"Ready": later, "Progressing": NOW, "Degraded": later, "Isolated": NOW}
     assert not same_status(before, broken)
+
+
+def test_a_tenant_without_network_policies_says_so() -> None:
+    status = tenant_status(observe(isolated=False), TenantStatus(), NOW)
+    assert status.phase == "Running", "isolation off is allowed here (the operator refuses it unless allowed)"
+    assert conditions(status)["Isolated"] == ("False", "NetworkPoliciesDisabled")
+
+
+def test_a_tenant_waiting_for_its_namespace_is_pending() -> None:
+    waiting = ReleaseStatus(state="Pending", reason="NamespaceNotOwned", message="namespace tenant-t exists")
+    status = tenant_status(observe(release=waiting), TenantStatus(), NOW)
+    assert status.phase == "Pending"
+    assert conditions(status)["Ready"] == ("False", "NamespaceNotOwned")
+    assert conditions(status)["Progressing"][0] == "False"

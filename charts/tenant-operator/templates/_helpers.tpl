@@ -49,3 +49,8 @@ control-plane: controller-manager
 {{- define "tenant-operator.serviceAccountName" -}}
 {{- include "tenant-operator.fullname" . }}
 {{- end }}
+
+{{/* The ClusterRole the operator binds in each tenant namespace to its ServiceAccount. */}}
+{{- define "tenant-operator.tenantRole" -}}
+{{- include "tenant-operator.fullname" . }}-tenant
+{{- end }}
