@@ -140,6 +140,13 @@ TOOLS = (
         {"ct": "github.com/helm/chart-testing/v3/ct"},
         lambda v: [f"-X github.com/helm/chart-testing/v3/ct/cmd.Version={v}"],
     ),
+    # np-guard's analyzer: connectivity of rendered NetworkPolicies, read from YAML (tests/policy).
+    Tool(
+        "netpol-analyzer",
+        "github.com/np-guard/netpol-analyzer",
+        {"netpolicy": "github.com/np-guard/netpol-analyzer/cmd/netpolicy"},
+        lambda _v: [],  # it prints no version
+    ),
     # The real node: container runtime, CNI plugins, NetworkPolicy firewall and cluster DNS.
     Tool(
         "containerd",
