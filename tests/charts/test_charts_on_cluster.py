@@ -107,6 +107,8 @@ def test_the_guides_example_installs_and_runs(kube: Any, tenant_namespace: str, 
             "requests.memory": "4Gi",
             "limits.memory": "8Gi",
             "requests.storage": "20Gi",
+            "services.nodeports": "0",
+            "services.loadbalancers": "0",
         }
 
         password = redis_password(kube, namespace)

@@ -122,6 +122,8 @@ def test_defaults_quota_and_limit_range(defaults: Manifests) -> None:
         "requests.memory": "2Gi",
         "limits.memory": "4Gi",
         "requests.storage": "10Gi",
+        "services.nodeports": "0",
+        "services.loadbalancers": "0",
     }
     (limits,) = defaults.get("LimitRange", "tenant-limits")["spec"]["limits"]
     assert limits == {
@@ -227,6 +229,8 @@ def test_the_guides_example(example: Manifests) -> None:
         "requests.memory": "4Gi",
         "limits.memory": "8Gi",
         "requests.storage": "20Gi",
+        "services.nodeports": "0",
+        "services.loadbalancers": "0",
     }
     assert example.get("Deployment", "neurallog-server")["spec"]["replicas"] == 2
     server = container(example, "Deployment", "neurallog-server")
