@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients-only",
         action="store_true",
-        help="build: only kubectl, helm, helm3 and ct, for tests against another cluster (KUBECONFIG)",
+        help="build: only the clients (kubectl, helm, helm3, ct, netpolicy), for another cluster",
     )
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state)

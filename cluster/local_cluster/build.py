@@ -213,7 +213,7 @@ def _build(tool: Tool, target: Path) -> None:
 
 def ensure_binaries(bin_dir: Path, clients_only: bool = False) -> None:
     """Builds what the cache lacks and links the binaries into ``bin_dir``: every one, or with
-    ``clients_only`` those that tests against another cluster use (kubectl, helm, helm3, ct)."""
+    ``clients_only`` those that tests against another cluster use (kubectl, helm, helm3, ct, netpolicy)."""
     go_version = _go_version()
     bin_dir.mkdir(parents=True, exist_ok=True)
     for tool in (tool for tool in TOOLS if not (clients_only and tool.server)):
