@@ -4,11 +4,14 @@
 import argparse
 import logging
 import sys
+import threading
 
 import kopf
+import kubernetes
 
-from tenant_operator import handlers, metrics
+from tenant_operator import handlers, leader, metrics
 from tenant_operator.context import MEMO_KEY, Context
+from tenant_operator.kube import load_configuration
 from tenant_operator.settings import Settings
 
 # zap's levels (the guide's `--zap-log-level`), as Python's; a number means zap's verbose debug levels.
@@ -57,12 +60,34 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     metrics.serve(settings.metrics_port)
     assert handlers.TENANTS  # the handlers register themselves with kopf when imported
-    kopf.run(
-        clusterwide=True,
-        standalone=True,
-        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-        memo=kopf.Memo({MEMO_KEY: Context.create(settings)}),
-    )
+    context = Context.create(settings)
+    elector = None
+    if settings.leader_election_namespace:
+        elector = leader.Elector(
+            leader.LeaseApi(
+                kubernetes.client.CoordinationV1Api(load_configuration()),
+                settings.leader_election_namespace,
+                settings.lease_name,
+            ),
+            leader.identity(),
+        )
+        with leader.StandbyHealth(settings.health_port):
+            elector.acquire()
+        stop_renewing = threading.Event()
+        threading.Thread(
+            target=elector.keep, args=(leader.exit_now, stop_renewing), name="lease-renewal", daemon=True
+        ).start()
+    try:
+        kopf.run(
+            clusterwide=True,
+            standalone=True,
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+            memo=kopf.Memo({MEMO_KEY: context}),
+        )
+    finally:
+        if elector is not None:
+            stop_renewing.set()
+            elector.release()
     return 0
 
 

@@ -353,6 +353,25 @@ RedisConfigValue = Annotated[str, Field(max_length=1024, pattern=SINGLE_LINE_PAT
 class RedisSpec(ApiModel):
     """Redis: a StatefulSet with a volume per replica and a Service on port 6379; pod 0 is the primary."""
 
+    # A StatefulSet's volume claim templates cannot change, and volumes cannot shrink: a new size would fail
+    # the release after the fact. It is refused at `kubectl apply` instead, with what to do.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(oldSelf.storage) || !has(self.storage) || self.storage == oldSelf.storage"
+                    " || (isQuantity(self.storage) && isQuantity(oldSelf.storage)"
+                    " && quantity(self.storage).compareTo(quantity(oldSelf.storage)) == 0)",
+                    message_expression="'spec.redis.storage cannot change after creation (from '"
+                    " + oldSelf.storage + ' to ' + self.storage + '): the volumes of a StatefulSet are fixed"
+                    " when it is made; create a new Tenant to move the data to larger volumes'",
+                    field_path=".storage",
+                    reason="FieldValueForbidden",
+                )
+            ]
+        }
+    )
+
     replicas: Replicas = Field(
         default=1, description="Number of Redis pods; more than one adds read replicas."
     )

@@ -127,6 +127,9 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int, *, fo
     metadata = body["metadata"]
     name, generation = metadata["name"], int(metadata.get("generation", 0))
     previous = current_status(body)
+    if not body.get("status"):  # seen for the first time: say so before anything is made
+        seen = ReleaseStatus(state="Pending", reason="Accepted", message="Creating the tenant's namespace")
+        await context.reporter.report(name, release=seen, observed_generation=0)
     try:
         spec = parse_spec(name, body.get("spec") or {})
         check_policy(spec, context.settings)

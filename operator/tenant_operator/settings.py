@@ -78,6 +78,12 @@ class Settings(BaseModel):
         pattern=r"^$|^[a-z0-9.-]+/[a-z0-9.-]+$",
         description="The operator's ServiceAccount as namespace/name, the subject of that binding.",
     )
+    leader_election_namespace: str = Field(
+        default="",
+        description="Namespace of the Lease that elects the one replica that acts (the chart sets its own); "
+        "empty: no election, for a single operator run by hand.",
+    )
+    lease_name: str = Field(default="tenant-operator", description="Name of that Lease.")
     allow_isolation_off: bool = Field(
         default=False,
         description="Whether a Tenant may set networkPolicy.enabled=false (no NetworkPolicy at all); "

@@ -179,7 +179,9 @@ def _phase(seen: Observation) -> tuple[Phase, str, str]:
     broken = [workload.message for workload in workloads if workload.phase in ("Failed", "Degraded")]
     if broken:
         return "Degraded", "WorkloadsDegraded", "; ".join(broken)
-    if seen.release.state != "Deployed":
+    # An upgrade of a release that is there (revision > 0) leaves the workloads to say how the tenant is: a
+    # chart or spec change does not make a running tenant unready before anything changed.
+    if seen.release.state != "Deployed" and not (seen.release.state == "Installing" and seen.release.revision):
         message = seen.release.message or "Installing the tenant's release"
         return "Provisioning", "Installing", message
     if all(workload.phase == "Running" for workload in workloads):

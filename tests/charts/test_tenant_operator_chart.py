@@ -63,12 +63,18 @@ def test_objects(defaults: Manifests) -> None:
         ("ClusterRole", RELEASE),
         ("ClusterRole", TENANT_ROLE),
         ("ClusterRoleBinding", RELEASE),
+        ("Role", f"{RELEASE}-leader-election"),
+        ("RoleBinding", f"{RELEASE}-leader-election"),
         ("Deployment", "controller-manager"),
         ("Service", f"{RELEASE}-metrics"),
         ("ValidatingAdmissionPolicy", f"{RELEASE}-tenant-namespaces"),
         ("ValidatingAdmissionPolicyBinding", f"{RELEASE}-tenant-namespaces"),
     }
-    namespaced = [doc for doc in defaults.docs if doc["kind"] in ("ServiceAccount", "Deployment", "Service")]
+    namespaced = [
+        doc
+        for doc in defaults.docs
+        if doc["kind"] in ("ServiceAccount", "Deployment", "Service", "Role", "RoleBinding")
+    ]
     assert {doc["metadata"]["namespace"] for doc in namespaced} == {NAMESPACE}
 
 
@@ -124,7 +130,10 @@ def test_deployment_is_what_the_guides_troubleshooting_finds(defaults: Manifests
     deployment = defaults.get("Deployment", "controller-manager")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}, "never two operators at once"
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     assert spec["selector"]["matchLabels"]["control-plane"] == "controller-manager"
     assert spec["template"]["metadata"]["labels"]["control-plane"] == "controller-manager"
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
@@ -203,11 +212,6 @@ def test_admission_guard_matches_only_the_operator(defaults: Manifests) -> None:
     assert binding == {"policyName": f"{RELEASE}-tenant-namespaces", "validationActions": ["Deny"]}
 
 
-def test_admission_guard_can_be_turned_off(helm: Helm) -> None:
-    kinds = {doc["kind"] for doc in render(helm, {"tenantNamespaceGuard": {"enabled": False}}).docs}
-    assert not kinds & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
-
-
 def test_other_release_names_give_other_cluster_wide_names(helm: Helm) -> None:
     manifests = helm.template(OPERATOR_CHART, release="neurallog", namespace="operators")
     assert ("ClusterRole", "neurallog-tenant-operator") in manifests.names()
@@ -218,7 +222,7 @@ def test_other_release_names_give_other_cluster_wide_names(helm: Helm) -> None:
 @pytest.mark.parametrize(
     ("values", "named"),
     [
-        pytest.param({"replicas": 2}, "replicas", id="two-replicas-without-peering"),
+        pytest.param({"replicas": 6}, "replicas", id="too-many-replicas"),
         pytest.param({"logLevel": "verbose"}, "logLevel", id="unknown-log-level"),
         pytest.param({"concurrency": 0}, "concurrency", id="no-concurrency"),
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy", id="unknown-pull-policy"),
@@ -237,3 +241,21 @@ def test_crd_is_the_generated_one_in_crds(helm: Helm) -> None:
     crd = manifests.get("CustomResourceDefinition", "tenants.neurallog.io")
     assert crd["spec"]["scope"] == "Cluster"
     assert crd["spec"]["names"]["kind"] == "Tenant"
+
+
+def test_replicas_elect_a_leader_on_a_lease_of_their_namespace(helm: Helm) -> None:
+    manifests = render(helm, {"replicas": 2})
+    role = manifests.get("Role", f"{RELEASE}-leader-election")
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+    binding = manifests.get("RoleBinding", f"{RELEASE}-leader-election")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    (manager,) = manifests.get("Deployment", "controller-manager")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "TENANT_OPERATOR_LEADER_ELECTION_NAMESPACE", "value": NAMESPACE} in manager["env"]
+    assert {"name": "TENANT_OPERATOR_LEASE_NAME", "value": RELEASE} in manager["env"]
+    budget = manifests.get("PodDisruptionBudget", RELEASE)["spec"]
+    pod_labels = manifests.get("Deployment", "controller-manager")["spec"]["template"]["metadata"]["labels"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert ("PodDisruptionBudget", RELEASE) not in render(helm).names(), "no budget for a single replica"

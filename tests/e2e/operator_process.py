@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ class ServiceAccount:
         settings = {
             "TENANT_OPERATOR_TENANT_ROLE": f"{release}-tenant",
             "TENANT_OPERATOR_SERVICE_ACCOUNT": f"{namespace}/{release}",
+            "TENANT_OPERATOR_LEADER_ELECTION_NAMESPACE": namespace,
+            "TENANT_OPERATOR_LEASE_NAME": release,
         }
         return cls(path, settings)
 
@@ -126,6 +129,13 @@ class Operator:
         except OSError:
             return False
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a lost node would stop it: nothing is cleaned up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
         if self.process is None:
             return
@@ -154,6 +164,18 @@ class Operator:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def unique(prefix: str) -> str:
+    """A name no other test or run uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def helm_revision(kube: Kube, name: str) -> int:
+    """The revision of tenant `name`'s release; 0 when there is none."""
+    result = kube.helm("list", "-n", f"tenant-{name}", "--filter", f"^{name}$", "-o", "json")
+    releases: list[dict[str, Any]] = json.loads(result.stdout)
+    return int(releases[0]["revision"]) if releases else 0
 
 
 def sample_tenant(name: str | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import Kube
-from tests.e2e.operator_process import sample_tenant
+from tests.e2e.operator_process import SMALL_WORKLOAD, Tenants, sample_tenant, small_tenant, unique
 from tests.unit.tenant_examples import BAD_SPECS, with_change
 
 pytestmark = pytest.mark.cluster
@@ -79,3 +79,32 @@ def test_names_that_cannot_make_a_namespace_are_refused(
 def test_a_56_character_name_is_accepted(kube: Kube, crd: None) -> None:
     code, output = dry_run(kube, sample_tenant("a" * 53))
     assert code == 0, output
+
+
+def test_redis_storage_cannot_change_after_creation(kube: Kube, tenants: Tenants) -> None:
+    name = unique("storage")
+    tenant = small_tenant(
+        name, redis={"storage": "1Gi", "resources": SMALL_WORKLOAD, "config": {"maxmemory": "64mb"}}
+    )
+    tenants.apply(tenant)
+
+    def applied(storage: str) -> Any:
+        changed = copy.deepcopy(tenant)
+        changed["spec"]["redis"]["storage"] = storage
+        return kube.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(changed), check=False
+        )
+
+    refused = applied("5Gi")
+    assert refused.returncode != 0
+    assert (
+        "spec.redis.storage: Forbidden: spec.redis.storage cannot change after creation (from 1Gi to 5Gi)"
+        in (refused.stderr)
+    ), refused.stderr
+    assert applied("1024Mi").returncode == 0, "the same size written another way is no change"
+    other = small_tenant(
+        unique("storage"),
+        redis={"storage": "5Gi", "resources": SMALL_WORKLOAD, "config": {"maxmemory": "64mb"}},
+    )
+    created = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(other), check=False)
+    assert created.returncode == 0, "any size is fine on creation"

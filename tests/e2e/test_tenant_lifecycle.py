@@ -2,8 +2,6 @@
 
 import json
 import re
-import uuid
-from typing import Any
 
 import pytest
 
@@ -12,22 +10,14 @@ from tests.e2e.operator_process import (
     Operator,
     Tenants,
     create_api_key_secret,
+    helm_revision,
     sample_tenant,
     small_tenant,
+    unique,
     wait_until,
 )
 
 pytestmark = pytest.mark.cluster
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def helm_revision(kube: Kube, name: str) -> int:
-    result = kube.helm("list", "-n", f"tenant-{name}", "--filter", f"^{name}$", "-o", "json")
-    releases: list[dict[str, Any]] = json.loads(result.stdout)
-    return int(releases[0]["revision"]) if releases else 0
 
 
 def test_the_guides_example_runs(kube: Kube, tenants: Tenants) -> None:

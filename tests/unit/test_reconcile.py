@@ -151,7 +151,7 @@ def test_a_new_tenant_gets_its_namespace_and_release() -> None:
     states = [
         (release.state if release else None, generation) for _, release, generation in world.reporter.reports
     ]
-    assert states == [("Installing", 0), ("Deployed", 2)]
+    assert states == [("Pending", 0), ("Installing", 0), ("Deployed", 2)]
     deployed = world.reporter.reports[-1][1]
     assert deployed is not None and deployed.applied_hash == desired_hash(values(), FINGERPRINT)
     assert deployed.revision == 1

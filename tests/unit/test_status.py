@@ -173,7 +173,11 @@ def test_everything_ready_is_running() -> None:
             "Degraded",
             "WorkloadsDegraded",
         ),
-        ({"release": DEPLOYED.model_copy(update={"state": "Installing"})}, "Provisioning", "Installing"),
+        (
+            {"release": DEPLOYED.model_copy(update={"state": "Installing", "revision": 0})},
+            "Provisioning",
+            "Installing",
+        ),
         (
             {"redis": WorkloadStatus(phase="Provisioning", message="Redis: 0/1")},
             "Provisioning",
@@ -216,3 +220,10 @@ def test_a_tenant_waiting_for_its_namespace_is_pending() -> None:
     assert status.phase == "Pending"
     assert conditions(status)["Ready"] == ("False", "NamespaceNotOwned")
     assert conditions(status)["Progressing"][0] == "False"
+
+
+def test_an_upgrade_of_a_running_release_does_not_flip_ready() -> None:
+    upgrading = DEPLOYED.model_copy(update={"state": "Installing", "revision": 3})
+    status = tenant_status(observe(release=upgrading), TenantStatus(), NOW)
+    assert status.phase == "Running"
+    assert conditions(status)["Ready"] == ("True", "AllWorkloadsReady")
