@@ -515,7 +515,7 @@ class TenantSpec(ApiModel):
 
 Phase = Literal["Pending", "Provisioning", "Running", "Degraded", "Failed", "Terminating"]
 WorkloadPhase = Literal["Pending", "Provisioning", "Running", "Degraded", "Failed"]
-ConditionType = Literal["Ready", "Progressing", "Degraded", "Isolated"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "Isolated", "Drifted"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 

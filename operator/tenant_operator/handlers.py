@@ -1,19 +1,31 @@
 """The kopf handlers: thin, typed, each handing its work to the module of its use case."""
 
+import functools
 from typing import Any
 
 import kopf
 
-from tenant_operator import deletion, metrics, reconcile
+from tenant_operator import deletion, drift, metrics, reconcile
 from tenant_operator.api import GROUP, NAMESPACE_PREFIX, PLURAL, VERSION
 from tenant_operator.context import from_memo
+from tenant_operator.namespace import TENANT_LABEL
 from tenant_operator.release import redact
-from tenant_operator.status import REDIS_STATEFULSET, SERVER_DEPLOYMENT
 
 TENANTS = (GROUP, VERSION, PLURAL)
 PART_OF = {"app.kubernetes.io/part-of": "neurallog"}
-WORKLOADS = ("deployments", "statefulsets", "pods")
-REPAIRED = {("Deployment", SERVER_DEPLOYMENT), ("StatefulSet", REDIS_STATEFULSET)}
+# What is watched (label-selected): the workloads, for the status and drift, and the release's other objects
+# for drift (drift.py).
+WATCHED = (
+    "deployments",
+    "statefulsets",
+    "pods",
+    "networkpolicies",
+    "resourcequotas",
+    "limitranges",
+    "services",
+)
+# Set to any new value, it makes the operator reconcile the Tenant at once, Helm included.
+RECONCILE_ANNOTATION = f"{GROUP}/reconcile"
 
 
 @kopf.on.startup()
@@ -28,8 +40,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    settings.queueing.worker_limit = 16 * from_memo(memo).settings.concurrency
-    for plural in WORKLOADS:
+    context = from_memo(memo)
+    memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
+    settings.queueing.worker_limit = 16 * context.settings.concurrency
+    for plural in WATCHED:
         settings.watching.label_selectors[plural] = ",".join(
             f"{key}={value}" for key, value in PART_OF.items()
         )
@@ -56,16 +70,62 @@ async def delete_tenant(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await deletion.delete(from_memo(memo), body)
 
 
+@kopf.on.field(*TENANTS, field=("metadata", "annotations", RECONCILE_ANNOTATION))
+async def reconcile_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
+    """`kubectl annotate tenant <name> neurallog.io/reconcile=$(date +%s) --overwrite`: reconcile now."""
+    if new and "deletionTimestamp" not in body["metadata"]:
+        context = from_memo(memo)
+        context.events.post(
+            body, "Normal", "ReconcileRequested", f"{RECONCILE_ANNOTATION} set; installing again"
+        )
+        await reconcile.reconcile(context, body, retry=0, force=True)
+
+
+def _tenant_of(namespace: str | None) -> str | None:
+    if not namespace or not namespace.startswith(NAMESPACE_PREFIX):
+        return None
+    return namespace.removeprefix(NAMESPACE_PREFIX)
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=PART_OF)
 @kopf.on.event("apps", "v1", "statefulsets", labels=PART_OF)
 @kopf.on.event("", "v1", "pods", labels=PART_OF)
 async def workload_changed(
-    type: str | None, body: kopf.Body, name: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A workload of a tenant namespace changed: report that tenant's status; put back a deleted workload."""
-    if not namespace or not namespace.startswith(NAMESPACE_PREFIX):
+    """A workload of a tenant namespace changed: report that tenant's status; put back what drifted."""
+    tenant = _tenant_of(namespace)
+    if tenant is None:
         return
-    context, tenant = from_memo(memo), namespace.removeprefix(NAMESPACE_PREFIX)
+    context = from_memo(memo)
     context.reporter.request(tenant)
-    if type == "DELETED" and (body.get("kind"), name) in REPAIRED:
-        await reconcile.repair(context, tenant, f"{body.get('kind')} {name}")
+    if body.get("kind") != "Pod":
+        release_object_changed(memo, tenant, type, body)
+
+
+def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body: kopf.Body) -> None:
+    drifted = drift.drift_of(type, body)
+    if drifted:
+        drift.from_memo(memo).request(tenant, drifted)
+
+
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=PART_OF)
+@kopf.on.event("", "v1", "resourcequotas", labels=PART_OF)
+@kopf.on.event("", "v1", "limitranges", labels=PART_OF)
+@kopf.on.event("", "v1", "services", labels=PART_OF)
+async def object_changed(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """An object of a tenant's release other than its workloads changed: put it back if it drifted."""
+    tenant = _tenant_of(namespace)
+    if tenant is not None:
+        release_object_changed(memo, tenant, type, body)
+
+
+@kopf.on.event("", "v1", "namespaces", labels={TENANT_LABEL: kopf.PRESENT})
+async def namespace_changed(type: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A tenant namespace deleted behind the operator's back is made again and filled (drift.Repairs waits
+    until it is gone); one the operator deletes with its Tenant is not (the Tenant is being deleted)."""
+    tenant = _tenant_of(name)
+    if type == "DELETED" and tenant is not None:
+        drift.from_memo(memo).request(tenant, f"namespace {name} was deleted")

@@ -5,7 +5,7 @@ status.release.appliedHash), so that a restarted operator re-installs nothing.
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -121,9 +121,11 @@ async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
     return namespace
 
 
-async def reconcile(context: Context, body: Mapping[str, Any], retry: int, *, force: bool = False) -> None:
+async def reconcile(
+    context: Context, body: Mapping[str, Any], retry: int, *, force: bool = False, drift: str = ""
+) -> None:
     """Bring the tenant's namespace and release to its spec, then report the status; `force` runs Helm even
-    when nothing changed (to put back what someone deleted)."""
+    when nothing changed (to put back the `drift` someone made, or when asked to)."""
     metadata = body["metadata"]
     name, generation = metadata["name"], int(metadata.get("generation", 0))
     previous = current_status(body)
@@ -162,8 +164,8 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int, *, fo
         update={
             "name": name,
             "state": "Installing",
-            "reason": "",
-            "message": "helm upgrade --install in progress",
+            "reason": "DriftDetected" if drift else "",
+            "message": f"putting back: {drift}" if drift else "helm upgrade --install in progress",
         }
     )
     await context.reporter.report(name, release=installing, observed_generation=previous.observed_generation)
@@ -196,17 +198,14 @@ async def reconcile(context: Context, body: Mapping[str, Any], retry: int, *, fo
     )
 
 
-async def repair(context: Context, name: str, what: str) -> None:
-    """A workload of a running tenant was deleted by someone: install the release again to put it back."""
+async def repair(context: Context, name: str, drifted: Sequence[str]) -> None:
+    """Objects of a tenant's release were deleted or changed by someone (drift.py): install the release
+    again to put them back. Errors reach the caller, which tries again (drift.Repairs)."""
     tenant = await context.kube.get_tenant(name)
     if tenant is None or "deletionTimestamp" in tenant["metadata"]:
         return
-    if current_status(tenant).release.state != "Deployed":
-        return  # a reconciliation is under way or failed: it knows better
-    context.events.post(
-        tenant, "Warning", "WorkloadDeleted", f"{what} was deleted; installing the release again"
-    )
-    try:
-        await reconcile(context, tenant, retry=0, force=True)
-    except (kopf.PermanentError, kopf.TemporaryError) as error:
-        logger.warning("tenant %s: could not put back %s: %s", name, what, error)
+    if current_status(tenant).release.state not in ("Deployed", "Installing"):
+        return  # failed, or not made yet: a change of the spec is what it waits for
+    what = "; ".join(drifted)
+    context.events.post(tenant, "Warning", "DriftDetected", f"{what}; installing the release again")
+    await reconcile(context, tenant, retry=0, force=True, drift=what)

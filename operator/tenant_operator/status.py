@@ -181,7 +181,9 @@ def _phase(seen: Observation) -> tuple[Phase, str, str]:
         return "Degraded", "WorkloadsDegraded", "; ".join(broken)
     # An upgrade of a release that is there (revision > 0) leaves the workloads to say how the tenant is: a
     # chart or spec change does not make a running tenant unready before anything changed.
-    if seen.release.state != "Deployed" and not (seen.release.state == "Installing" and seen.release.revision):
+    if seen.release.state != "Deployed" and not (
+        seen.release.state == "Installing" and seen.release.revision
+    ):
         message = seen.release.message or "Installing the tenant's release"
         return "Provisioning", "Installing", message
     if all(workload.phase == "Running" for workload in workloads):
@@ -191,7 +193,8 @@ def _phase(seen: Observation) -> tuple[Phase, str, str]:
 
 
 def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> TenantStatus:
-    """The whole status: phase, workloads and the Ready, Progressing, Degraded and Isolated conditions."""
+    """The whole status: phase, workloads and the Ready, Progressing, Degraded, Isolated and Drifted
+    conditions."""
     phase, reason, message = _phase(seen)
 
     def condition(kind: ConditionType, status: ConditionStatus, why: str, text: str) -> Condition:
@@ -230,6 +233,10 @@ def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> T
             if seen.isolated
             else "spec.networkPolicy.enabled is false: no NetworkPolicy, open to every namespace",
         ),
+        # From the moment drift is seen (drift.py) until the release that puts it back is installed.
+        condition("Drifted", "True", "DriftDetected", seen.release.message)
+        if seen.release.state != "Deployed" and seen.release.reason == "DriftDetected"
+        else condition("Drifted", "False", "InSync", ""),
     ]
     return TenantStatus(
         phase=phase,

@@ -19,8 +19,13 @@ EXPECTED_PERMISSIONS = {
     *(("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in READ),
     *(("", "namespaces", verb) for verb in ("get", "list", "watch", "create", "patch", "delete")),
     *((group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")),
-    *(("", "pods", verb) for verb in READ),
+    *(
+        ("", resource, verb)
+        for resource in ("pods", "services", "resourcequotas", "limitranges")
+        for verb in READ
+    ),
     *(("apps", resource, verb) for resource in ("statefulsets", "deployments") for verb in READ),
+    *(("networking.k8s.io", "networkpolicies", verb) for verb in READ),
     ("rbac.authorization.k8s.io", "rolebindings", "create"),
     ("rbac.authorization.k8s.io", "clusterroles", "bind"),
 }

@@ -58,3 +58,13 @@ def tenants(kube: Kube, operator: Operator) -> Iterator[Tenants]:
     if operator.process is None:
         operator.start()
     made.cleanup()
+
+
+@pytest.fixture(scope="module")
+def tenants_for_module(kube: Kube, operator: Operator) -> Iterator[Tenants]:
+    """Tenants that the tests of one module share; deleted when the module ends."""
+    made = Tenants(kube)
+    yield made
+    if operator.process is None:
+        operator.start()
+    made.cleanup()

@@ -248,22 +248,31 @@ def test_deletion_of_a_tenant_whose_namespace_is_gone_is_quick() -> None:
     ("state", "deleting", "reinstalled"),
     [
         ("Deployed", False, True),
-        ("Installing", False, False),
+        ("Installing", False, True),
         ("Failed", False, False),
+        ("Pending", False, False),
         ("Deployed", True, False),
     ],
 )
-def test_a_deleted_workload_is_put_back_only_for_a_deployed_tenant(
+def test_drift_is_put_back_unless_the_tenant_failed_or_goes(
     state: str, deleting: bool, reinstalled: bool
 ) -> None:
     world = World()
-    applied = {"state": state, "appliedHash": desired_hash(values(), FINGERPRINT)}
+    applied = {"state": state, "appliedHash": desired_hash(values(), FINGERPRINT), "revision": 1}
     world.kube.tenant = tenant({"release": applied})
+    world.kube.namespaces["tenant-acme"] = owned_namespace()
     if deleting:
         world.kube.tenant["metadata"]["deletionTimestamp"] = "now"
-    asyncio.run(reconcile.repair(world.context(), "acme", "Deployment neurallog-server"))
-    assert len(world.helm.upgrades) == (1 if reinstalled else 0)
-    assert (("Warning", "WorkloadDeleted") in world.events.posted) == reinstalled
+    asyncio.run(reconcile.repair(world.context(), "acme", ["NetworkPolicy default-deny was deleted"]))
+    assert len(world.helm.upgrades) == (1 if reinstalled else 0), "Helm runs although the hash is unchanged"
+    assert (("Warning", "DriftDetected") in world.events.posted) == reinstalled
+    if reinstalled:
+        repairing = world.reporter.reports[-2][1]
+        assert repairing is not None and (repairing.state, repairing.reason) == (
+            "Installing",
+            "DriftDetected",
+        )
+        assert repairing.message == "putting back: NetworkPolicy default-deny was deleted"
 
 
 def test_a_foreign_namespace_is_left_alone_and_the_tenant_says_why() -> None:

@@ -150,6 +150,7 @@ def test_everything_ready_is_running() -> None:
         "Progressing": ("False", "Complete"),
         "Degraded": ("False", "AsExpected"),
         "Isolated": ("True", "NetworkPoliciesEnabled"),
+        "Drifted": ("False", "InSync"),
     }
     assert all(c.observed_generation == 2 and c.last_transition_time == NOW for c in status.conditions)
 
@@ -200,11 +201,11 @@ def test_transition_times_change_only_with_the_condition_status() -> None:
     before = tenant_status(observe(), TenantStatus(), NOW)
     later = NOW + timedelta(minutes=5)
     same = tenant_status(observe(), before, later)
-    assert [c.last_transition_time for c in same.conditions] == [NOW, NOW, NOW, NOW]
+    assert [c.last_transition_time for c in same.conditions] == [NOW] * 5
     assert same_status(before, same)
     broken = tenant_status(observe(missing_refs=["x"]), before, later)
     times = {c.type: c.last_transition_time for c in broken.conditions}
-    assert times == {"Ready": later, "Progressing": NOW, "Degraded": later, "Isolated": NOW}
+    assert times == {"Ready": later, "Progressing": NOW, "Degraded": later, "Isolated": NOW, "Drifted": NOW}
     assert not same_status(before, broken)
 
 
@@ -227,3 +228,15 @@ def test_an_upgrade_of_a_running_release_does_not_flip_ready() -> None:
     status = tenant_status(observe(release=upgrading), TenantStatus(), NOW)
     assert status.phase == "Running"
     assert conditions(status)["Ready"] == ("True", "AllWorkloadsReady")
+
+
+def test_drift_shows_until_the_release_that_puts_it_back_is_installed() -> None:
+    repairing = DEPLOYED.model_copy(
+        update={"state": "Installing", "reason": "DriftDetected", "message": "putting back: x was deleted"}
+    )
+    status = tenant_status(observe(release=repairing), TenantStatus(), NOW)
+    assert conditions(status)["Drifted"] == ("True", "DriftDetected")
+    assert next(c for c in status.conditions if c.type == "Drifted").message == "putting back: x was deleted"
+    assert status.phase == "Running", "the workloads still run"
+    repaired = tenant_status(observe(), status, NOW)
+    assert conditions(repaired)["Drifted"] == ("False", "InSync")
