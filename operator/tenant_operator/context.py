@@ -21,7 +21,7 @@ class Context:
 
     @classmethod
     def create(cls, settings: Settings) -> "Context":
-        kube = Kube(load_configuration())
+        kube = Kube(load_configuration(), settings.api_qps, settings.api_burst)
         events = EventRecorder(kube)
         return cls(
             settings=settings,

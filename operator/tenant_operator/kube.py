@@ -5,6 +5,7 @@ Objects come back as plain JSON dicts (camelCase), the form that `status.py` and
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -39,18 +40,63 @@ def is_status(error: ApiException, *codes: int) -> bool:
     return error.status in codes
 
 
-class Kube:
-    """Typed access to what the operator reads and writes."""
+class RateLimit:
+    """A token bucket: at most `burst` requests at once, refilled at `qps` per second (client-go's defaults
+    for controllers are of this kind), so that a burst of Tenant changes cannot flood the API server."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.qps)
+            self.updated = now
+            if self.tokens < 1:
+                await asyncio.sleep((1 - self.tokens) / self.qps)
+                self.tokens = 1.0
+                self.updated = time.monotonic()
+            self.tokens -= 1
+
+
+# Answers 429 (Too Many Requests) are retried this many times, after the server's Retry-After (else 1 s,
+# doubling).
+MAX_THROTTLED_RETRIES = 5
+
+
+def retry_after(error: ApiException, default: float) -> float:
+    """The seconds a 429 answer asks to wait (its Retry-After header), at most a minute."""
+    headers = error.headers or {}
+    try:
+        return min(float(headers.get("Retry-After", default)), 60.0)
+    except ValueError:
+        return default
+
+
+class Kube:
+    """Typed access to what the operator reads and writes, rate-limited."""
+
+    def __init__(self, client: kubernetes.client.ApiClient, qps: float = 20, burst: int = 40) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(client)
+        self.limit = RateLimit(qps, burst)
 
-    @staticmethod
-    async def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(function, *args, **kwargs)
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        for attempt in range(MAX_THROTTLED_RETRIES + 1):
+            await self.limit.acquire()
+            try:
+                return await asyncio.to_thread(function, *args, **kwargs)
+            except ApiException as error:
+                if not is_status(error, 429) or attempt == MAX_THROTTLED_RETRIES:
+                    raise
+                await asyncio.sleep(retry_after(error, default=float(2**attempt)))
+        raise AssertionError("unreachable")
 
     async def _get_or_none(self, function: Callable[..., Any], *args: Any) -> Object | None:
         try:

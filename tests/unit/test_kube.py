@@ -1,0 +1,49 @@
+"""The API client's own rules: a rate limit, and 429 answers waited out as the server asks."""
+
+import asyncio
+import time
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tenant_operator.kube import Kube, RateLimit
+
+
+def test_the_rate_limit_lets_a_burst_through_then_paces() -> None:
+    limit = RateLimit(qps=50, burst=5)
+
+    async def requests(count: int) -> float:
+        started = time.monotonic()
+        for _ in range(count):
+            await limit.acquire()
+        return time.monotonic() - started
+
+    assert asyncio.run(requests(5)) < 0.05, "the burst passes at once"
+    paced = asyncio.run(requests(10))
+    assert 0.15 <= paced < 0.6, f"10 more at 50/s took {paced:.2f} s"
+
+
+def throttled(retry_after: str) -> ApiException:
+    error = ApiException(status=429, reason="Too Many Requests")
+    error.headers = {"Retry-After": retry_after}
+    return error
+
+
+def test_too_many_requests_is_waited_out_and_other_errors_are_not() -> None:
+    kube = Kube(kubernetes.client.ApiClient(), qps=1000, burst=100)
+    answers: list[Any] = [throttled("0"), throttled("0"), "done"]
+
+    def call() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert asyncio.run(kube._call(call)) == "done"
+    assert answers == []
+
+    answers[:] = [ApiException(status=500, reason="boom"), "never"]
+    with pytest.raises(ApiException, match="boom"):
+        asyncio.run(kube._call(call))
