@@ -49,8 +49,9 @@ class Release:
     status: str
 
 
-# A name whose value is secret: it ends with one of these words (DB_PASSWORD, client_secret, apiKey, X-API-KEY,
-# aws_secret_access_key, tls-key-file-pass); secretKeyRef and secretName, which only name a Secret, do not.
+# A name whose value is secret: it ends with one of these words (DB_PASSWORD, client_secret, apiKey,
+# X-API-KEY, aws_secret_access_key, tls-key-file-pass); secretKeyRef and secretName, which only name a Secret,
+# do not.
 _SECRET_NAME = (
     r"[\w.-]*?(?:password|passwd|passphrase|secret|token|api[-_]?key|access[-_]?key|private[-_]?key"
     r"|credentials?|requirepass|masterauth|authorization|(?<![a-z])pass)s?(?![\w-])"
@@ -61,8 +62,8 @@ _SEPARATOR = r"(?:\\*[\"'])?\]?\s*[:=]\s*"
 _QUOTE = r"(?:\\*[\"'])?"
 _VALUE = r"(?:(?P<escape>\\+)\"(?:(?!(?P=escape)\").)*(?P=escape)\"|\"[^\"]*\"|'[^']*'|[^\s,;}\]\"'\\]+)"
 _SECRET_ASSIGNMENT = re.compile(rf"(?i)({_SECRET_NAME}{_SEPARATOR})({_VALUE})")
-# An environment variable as Kubernetes prints it: {"name":"API_KEY","value":"..."}, name: API_KEY / value: ...
-# (YAML), {Name:API_KEY Value:... } (Go).
+# An environment variable as Kubernetes prints it: {"name":"API_KEY","value":"..."} (JSON),
+# name: API_KEY / value: ... (YAML), {Name:API_KEY Value:... } (Go).
 _SECRET_ENV = re.compile(
     rf"(?i)(\bname{_SEPARATOR}{_QUOTE}{_SECRET_NAME}{_QUOTE}[\s,]*{_QUOTE}value{_SEPARATOR})({_VALUE})"
 )

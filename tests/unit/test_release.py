@@ -39,6 +39,62 @@ def test_redact_hides_secrets(text: str, secret: str) -> None:
     assert "<redacted>" in redact(text)
 
 
+# What Helm and the API server print, with a secret in it. The first is Helm 4's against Kubernetes 1.37: a
+# redis.config value holding U+2028, which the CRD admits, broke out of redis.conf into the ConfigMap.
+HELM_ECHOES = [
+    (
+        "Error: UPGRADE FAILED: server-side apply failed for object tenant-t/redis-config /v1, "
+        "Kind=ConfigMap: failed to create typed patch object (tenant-t/redis-config; /v1, Kind=ConfigMap): "
+        ".immutable: expected boolean, got &{yes maxmemory 256mb tls-key-file-pass tlspass-zxER0_WGBl dir "
+        "/data port 6379}",
+        "tlspass-zxER0_WGBl",
+    ),
+    ('{"name":"API_KEY","value":"sk-live-abc123"}', "sk-live-abc123"),
+    ('[{\\"name\\":\\"DB_PASSWORD\\",\\"value\\":\\"dbpw-abc123\\"}]', "dbpw-abc123"),
+    ("- name: API_KEY\n  value: sk-live-abc123\n", "sk-live-abc123"),
+    ("{Name:SESSION_SECRET Value:ses-abc123 ValueFrom:nil}", "ses-abc123"),
+    ('{\\"apiKey\\":\\"abcd-efgh\\"}', "abcd-efgh"),
+    ("env[API_KEY]=hunter2", "hunter2"),
+    ("DB_PASSWORD=hunter2hunter", "hunter2hunter"),
+    ("REDIS_PASSWORD: hunter2hunter", "hunter2hunter"),
+    ("client_secret=abc123", "abc123"),
+    ("aws_secret_access_key = abcDEF123", "abcDEF123"),
+    ("X-API-KEY: k-123456", "k-123456"),
+    ("privateKey: pk-1234", "pk-1234"),
+    ('exec redis-server --requirepass "pass phrase"', "phrase"),
+    ("user app on >S3cret-pass ~* +@all", "S3cret-pass"),
+    ("Authorization: Bearer abcdef123456", "abcdef123456"),
+    ("redis://:ab/cd@redis:6379", "ab/cd"),
+    ("postgres://neurallog:p@ss:w0rd@db.example.com:5432/logs", "ss:w0rd"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), HELM_ECHOES)
+def test_redact_hides_secrets_as_helm_and_kubernetes_print_them(text: str, secret: str) -> None:
+    redacted = redact(text)
+    assert secret in text
+    assert secret not in redacted
+    assert "<redacted>" in redacted
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        'StatefulSet.apps "redis" is invalid: spec.volumeClaimTemplates: Invalid value: [{"name":"data",'
+        '"Spec":{"Resources":{"Requests":{"storage":"2Gi"}}}}]: field is immutable',
+        'env[0].valueFrom.secretKeyRef.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain',
+        'Error: secrets "tenant-secrets" not found',
+        'Apply failed with 1 conflict: conflict with "kubectl" using v1: .data.password',
+        'User "system:serviceaccount:a:b" cannot list resource "secrets" in the namespace "t": <nil>',
+        "the workloads request 40m in total but the quota allows 30m (Deployment/neurallog-server 1 x 20m)",
+        "yaml: line 3: found character that cannot start any token",
+        "https://example.com/charts/tenant",
+    ],
+)
+def test_redact_keeps_what_explains_a_failure(kept: str) -> None:
+    assert redact(kept) == kept
+
+
 def test_redact_hides_given_values_and_keeps_the_rest() -> None:
     assert redact("Error: budget exceeded by the value xyzzy-42", ["xyzzy-42"]) == (
         "Error: budget exceeded by the value <redacted>"
