@@ -1,8 +1,9 @@
 """Typed builders of streams shaped like what charts/tenant renders (per the contract), for the tests.
 
 The defaults are the guide's example Tenant (sample-tenant): 2 server replicas at 500m/1 CPU and 512Mi/1Gi,
-one Redis at 200m/500m and 512Mi/1Gi with 5Gi of storage, a budget of 2/4 CPU, 4Gi/8Gi memory and 20Gi
-storage, and its network policy (two allowed namespaces, one ingress and one egress rule).
+rolled out one extra pod at a time (the chart's strategy), one Redis at 200m/500m and 512Mi/1Gi with 5Gi of
+storage, a budget of 2/4 CPU, 4Gi/8Gi memory and 20Gi storage, and its network policy (two allowed
+namespaces, one ingress and one egress rule).
 """
 
 import copy
@@ -114,20 +115,34 @@ def pod_spec(*containers: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def deployment(replicas: int = 2, server: dict[str, Any] | None = None) -> Manifest:
+# The server's rollout strategy as charts/tenant renders it: one surge pod, none unavailable.
+CHART_STRATEGY: dict[str, Any] = {
+    "type": "RollingUpdate",
+    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+}
+
+
+def deployment(
+    replicas: int = 2, server: dict[str, Any] | None = None, strategy: dict[str, Any] | None = None
+) -> Manifest:
+    """The server's Deployment; `strategy` None is the chart's, {} none at all (Kubernetes' default)."""
     labels = pod_labels("neurallog-server", "server")
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "strategy": copy.deepcopy(CHART_STRATEGY if strategy is None else strategy),
+        "selector": {"matchLabels": {"app": "neurallog-server", "app.kubernetes.io/instance": RELEASE}},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": pod_spec(server or container("server", "neurallog/server:latest", env=server_env())),
+        },
+    }
+    if not spec["strategy"]:
+        del spec["strategy"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata("neurallog-server", "server"),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "neurallog-server", "app.kubernetes.io/instance": RELEASE}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": pod_spec(server or container("server", "neurallog/server:latest", env=server_env())),
-            },
-        },
+        "spec": spec,
     }
 
 

@@ -77,7 +77,7 @@ def test_a_refusal_reaches_the_user_and_helm_renders_nothing(helm: IsolatedHelm)
     assert code != 0
     assert stdout == ""
     assert "tenant-postrender refused the release" in stderr
-    assert "requests.cpu: the workloads request 5200m in total but the quota allows 2" in stderr
+    assert "requests.cpu: the workloads request 5700m during a rollout but the quota allows 2" in stderr
 
 
 def test_the_registry_allow_list_passes_through_post_renderer_args(helm: IsolatedHelm) -> None:

@@ -57,7 +57,7 @@ BAD_INPUTS = {
     "duplicate env": (stream_with(duplicate_env), "env[LOG_LEVEL]: is set 2 times"),
     "budget overflow": (
         to_stream(example_release(server_replicas=10)).encode(),
-        "spec.hard.requests.cpu: the workloads request 5200m in total but the quota allows 2",
+        "spec.hard.requests.cpu: the workloads request 5700m during a rollout but the quota allows 2",
     ),
     "malformed YAML": (b"kind: [\n", "is not valid YAML"),
     "empty input": (b"", "input stream: holds no Kubernetes objects"),

@@ -104,7 +104,7 @@ def test_a_release_over_budget_is_refused_and_nothing_is_applied(
     helm, release, namespace = tenant
     code, stderr = install(helm, release, namespace, "--set", "server.replicas=10", check=False)
     assert code != 0
-    assert "requests.cpu: the workloads request 5200m in total but the quota allows 2" in stderr
+    assert "requests.cpu: the workloads request 5700m during a rollout but the quota allows 2" in stderr
     assert items(kube, "deployments,statefulsets,networkpolicies,resourcequotas", namespace) == []
     assert helm.run("list", "-n", namespace, "-q").stdout.strip() == ""
 
