@@ -6,12 +6,14 @@ the operator's own. All that Helm prints passes through `redact` before it reach
 """
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import re
+import signal
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,11 +138,26 @@ def classify(stderr: str) -> HelmError:
     return HelmError("HelmFailed", message, permanent=False)
 
 
-def fingerprint(paths: Iterable[Path], extra: bytes = b"") -> str:
-    """A digest of every file under the given directories (their relative names and contents), and `extra`."""
+# What shapes a release's manifests: in a chart, its metadata, values, schema, templates, CRDs and subcharts
+# (not its README or ci/ values); in the post-renderer, its Python code.
+CHART_SOURCES = (
+    "Chart.yaml",
+    "values.yaml",
+    "values.schema.json",
+    "templates/**/*",
+    "crds/**/*",
+    "charts/**/*",
+)
+POSTRENDERER_SOURCES = ("**/*.py",)
+
+
+def fingerprint(sources: Iterable[tuple[Path, Iterable[str]]], extra: bytes = b"") -> str:
+    """A digest of the files that the patterns match under each directory (their relative names and
+    contents), and `extra`: what decides whether a release must be installed again."""
     digest = hashlib.sha256(extra)
-    for root in paths:
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for root, patterns in sources:
+        files = {path for pattern in patterns for path in root.glob(pattern) if path.is_file()}
+        for path in sorted(files):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -162,9 +179,18 @@ def desired_hash(values: Mapping[str, Any], chart_fingerprint: str) -> str:
 
 
 def upgrade_args(
-    *, name: str, namespace: str, chart: Path, values_file: Path, postrenderer: str, timeout: float
+    *,
+    name: str,
+    namespace: str,
+    chart: Path,
+    values_file: Path,
+    postrenderer: str,
+    timeout: float,
+    force_conflicts: bool = False,
 ) -> list[str]:
-    """The arguments of `helm upgrade --install` of a tenant (no --wait: the status follows the workloads)."""
+    """The arguments of `helm upgrade --install` of a tenant (no --wait: the status follows the workloads).
+    `force_conflicts` (Helm 4's server-side apply): the release takes back fields that someone else wrote, as
+    the Tenant is what decides them (drift.py); without it such a field fails every later upgrade."""
     return [
         "upgrade",
         "--install",
@@ -182,6 +208,7 @@ def upgrade_args(
         "5",
         "--output",
         "json",
+        *(["--force-conflicts"] if force_conflicts else []),
     ]
 
 
@@ -208,7 +235,9 @@ class Helm:
         # What the release passes through: the chart, the post-renderer and the allow-list it enforces (a
         # changed list checks every tenant again).
         registries = ",".join(sorted(settings.allowed_registries)).encode()
-        self.chart_fingerprint = fingerprint([settings.chart, postrenderer_sources()], registries)
+        self.chart_fingerprint = fingerprint(
+            [(settings.chart, CHART_SOURCES), (postrenderer_sources(), POSTRENDERER_SOURCES)], registries
+        )
         bin_dir = str(Path(settings.postrenderer).parent)
         # A Helm home of the operator's own: the user's Helm configuration and plugins stay out of it. Helm
         # 4.3 installs a local plugin into $HELM_DATA_HOME/plugins whatever HELM_PLUGINS says: left unset.
@@ -225,6 +254,7 @@ class Helm:
     async def _run(self, *args: str, timeout: float | None = None) -> tuple[int, str, str]:
         command = args[0]
         async with self._concurrency, metrics.helm_call(command) as outcome:
+            # A process group of its own: a timeout ends Helm and the post-renderer it started, together.
             process = await asyncio.create_subprocess_exec(
                 self.settings.helm,
                 *args,
@@ -232,13 +262,15 @@ class Helm:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
             )
             try:
                 stdout, stderr = await asyncio.wait_for(
                     process.communicate(), timeout=timeout or self.settings.helm_timeout + 30
                 )
             except TimeoutError:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
                 outcome.append("timeout")
                 raise HelmError("HelmTimeout", f"helm {command} took too long", permanent=False) from None
@@ -292,6 +324,7 @@ class Helm:
                 values_file=values_file,
                 postrenderer=postrenderer,
                 timeout=self.settings.helm_timeout,
+                force_conflicts=await self.major_version() >= 4,
             )
             code, stdout, stderr = await self._run(*args)
         if code != 0:

@@ -5,11 +5,13 @@ import asyncio
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from tenant_operator.release import (
+    CHART_SOURCES,
     Helm,
     HelmError,
     classify,
@@ -145,13 +147,32 @@ def test_desired_hash_follows_values_and_chart() -> None:
     assert desired_hash(values, "chart-a") != desired_hash({**values, "displayName": "y"}, "chart-a")
 
 
-def test_fingerprint_follows_every_file(tmp_path: Path) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "a.yaml").write_text("a")
-    before = fingerprint([tmp_path])
-    assert fingerprint([tmp_path]) == before
-    (tmp_path / "templates" / "a.yaml").write_text("b")
-    assert fingerprint([tmp_path]) != before
+def test_fingerprint_follows_what_shapes_the_manifests_only(tmp_path: Path) -> None:
+    (tmp_path / "templates" / "tests").mkdir(parents=True)
+    (tmp_path / "ci").mkdir()
+    for name in (
+        "Chart.yaml",
+        "values.yaml",
+        "templates/a.yaml",
+        "templates/tests/t.yaml",
+        "README.md",
+        "ci/x.yaml",
+    ):
+        (tmp_path / name).write_text("a")
+
+    def digest() -> str:
+        return fingerprint([(tmp_path, CHART_SOURCES)])
+
+    before = digest()
+    assert digest() == before
+    for docs_only in ("README.md", "ci/x.yaml"):
+        (tmp_path / docs_only).write_text("changed")
+        assert digest() == before, f"{docs_only} does not shape a manifest"
+    for shaping in ("values.yaml", "templates/a.yaml", "templates/tests/t.yaml"):
+        (tmp_path / shaping).write_text("changed")
+        assert digest() != before, shaping
+        before = digest()
+    assert fingerprint([(tmp_path, CHART_SOURCES)], b"registries") != before
 
 
 def test_upgrade_arguments() -> None:
@@ -239,6 +260,7 @@ def test_helm4_installs_the_plugin_once_and_uses_it(tmp_path: Path) -> None:
     calls = log.read_text().splitlines()
     assert [call.split()[0] for call in calls] == ["version", "plugin", "upgrade", "upgrade"]
     assert "--post-renderer tenant-postrender " in calls[2]
+    assert calls[2].endswith("--force-conflicts"), "Helm 4 takes back fields someone else wrote"
     assert json.loads((tmp_path / "helm.log.values").read_text()) == {"displayName": "T"}
     assert helm.env["HELM_DATA_HOME"] == str(tmp_path / "home" / "data")
     assert "HELM_PLUGINS" not in helm.env
@@ -249,6 +271,7 @@ def test_helm3_runs_the_postrenderer_executable(tmp_path: Path) -> None:
     helm, log = fake_helm(tmp_path, major=3)
     asyncio.run(helm.upgrade("t", "tenant-t", {}))
     assert "--post-renderer /opt/venv/bin/tenant-postrender " in log.read_text()
+    assert "--force-conflicts" not in log.read_text(), "Helm 3 has no server-side apply"
 
 
 def test_a_failed_upgrade_is_classified_and_redacted(tmp_path: Path) -> None:
@@ -264,3 +287,26 @@ def test_a_failed_upgrade_is_classified_and_redacted(tmp_path: Path) -> None:
 def test_uninstalling_a_missing_release_is_not_an_error(tmp_path: Path) -> None:
     helm, _ = fake_helm(tmp_path, major=3)
     assert asyncio.run(helm.uninstall("t", "tenant-t")) is False
+
+
+def test_a_timed_out_helm_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Helm timed out while its post-renderer ran: both are gone, not only Helm."""
+    child = tmp_path / "postrenderer.pid"
+    stuck = f"sh -c 'echo $$ > \"{child}\"; exec sleep 300' & wait"
+    helm, _ = fake_helm(tmp_path, major=3, upgrade=stuck)
+    helm.settings = helm.settings.model_copy(update={"helm_timeout": 1})
+
+    async def upgrade() -> None:
+        await helm.major_version()
+        await helm._run("upgrade", "--values", "x", timeout=1)
+
+    with pytest.raises(HelmError, match="HelmTimeout"):
+        asyncio.run(upgrade())
+    pid = int(child.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the post-renderer's process {pid} outlived the timed-out Helm")
