@@ -12,6 +12,7 @@ import kubernetes
 from tenant_operator import handlers, leader, metrics
 from tenant_operator.context import MEMO_KEY, Context
 from tenant_operator.kube import load_configuration
+from tenant_operator.release import redact
 from tenant_operator.settings import Settings
 
 # zap's levels (the guide's `--zap-log-level`), as Python's; a number means zap's verbose debug levels.
@@ -27,6 +28,18 @@ def zap_level(value: str) -> str:
         return ZAP_LEVELS[value.lower()]
     except KeyError:
         raise argparse.ArgumentTypeError(f"unknown level {value!r}: use debug, info, warn or error") from None
+
+
+class Redacting(logging.Filter):
+    """Every record leaves without secret values (release.redact): kopf's debug records show whole Tenants,
+    and an API error may carry an object; so may a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage(), limit=None), ()
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info), limit=None)
+            record.exc_info = None
+        return True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         debug=settings.log_level == "debug",
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Redacting())
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     if settings.log_level != "debug":  # kopf's line per handled event; our modules log what happened

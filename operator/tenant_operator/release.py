@@ -97,10 +97,10 @@ def _acl_passwords(match: re.Match[str]) -> str:
     return _REDIS_ACL_PASSWORD.sub("><redacted>", match.group(0))
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
+def redact(text: str, secrets: Iterable[str] = (), limit: int | None = MAX_MESSAGE) -> str:
     """`text` without secret values: values of secret-looking names (assigned, as environment variables or
     as redis.conf directives), Redis ACL passwords, bearer tokens, URL passwords, base64 blobs and the given
-    strings; shortened to MAX_MESSAGE characters."""
+    strings; shortened to `limit` characters (None: not shortened)."""
     for secret in secrets:
         if len(secret) >= 4:
             text = text.replace(secret, "<redacted>")
@@ -113,7 +113,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _BASE64_WORD.sub(_looks_encoded, text)
     text = text.strip()
     suffix = " ... (truncated)"
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - len(suffix)] + suffix
+    return text if limit is None or len(text) <= limit else text[: limit - len(suffix)] + suffix
 
 
 def classify(stderr: str) -> HelmError:

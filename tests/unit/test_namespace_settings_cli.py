@@ -1,13 +1,15 @@
 """The namespace builder, the settings from TENANT_OPERATOR_* variables and the command line."""
 
 import argparse
+import logging
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from tenant_operator.__main__ import parse_args, zap_level
+from tenant_operator.__main__ import Redacting, parse_args, zap_level
 from tenant_operator.events import build_event
 from tenant_operator.namespace import build_namespace, labels_to_fix
 from tenant_operator.settings import Settings
@@ -102,3 +104,21 @@ def test_events_are_filed_where_kubectl_describe_looks() -> None:
         == build_event(TENANT, "Warning", "SecretNotFound", "API_KEY needs Secret s", now)["metadata"]["name"]
     ), "a repeat has the same name, and is counted"
     assert len(build_event(TENANT, "Normal", "X", "m" * 5000, now)["message"]) <= 1024
+
+
+def test_log_records_leave_without_secret_values() -> None:
+    """kopf's debug records print whole Tenants; the operator's log filter redacts them, tracebacks too."""
+    body = {"spec": {"server": {"env": [{"name": "DB_PASSWORD", "value": "hunter2hunter2"}]}}}
+    record = logging.LogRecord(
+        "kopf.objects", logging.DEBUG, __file__, 1, "Creation is in progress: %r", (body,), None
+    )
+    try:
+        raise RuntimeError("connect redis://app:s3cr3t-pass@redis:6379 failed")
+    except RuntimeError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    for kept in (record, failed):
+        assert Redacting().filter(kept)
+    assert "hunter2hunter2" not in logging.Formatter().format(record)
+    assert "DB_PASSWORD" in record.getMessage(), "the names stay, only the values go"
+    text = logging.Formatter().format(failed)
+    assert "s3cr3t-pass" not in text and "RuntimeError" in text
