@@ -43,26 +43,48 @@ def foreign_writers(obj: Mapping[str, Any]) -> list[str]:
     return writers
 
 
-def drift_of(event_type: str | None, obj: Mapping[str, Any]) -> str | None:
+@dataclass(frozen=True)
+class Drift:
+    """An object of a release seen deleted, or written by others (a namespace: `kind` Namespace)."""
+
+    kind: str
+    namespace: str
+    name: str
+    deleted: bool
+    writers: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        what = f"{self.kind} {self.name}"
+        return f"{what} was deleted" if self.deleted else f"{what} was changed by {', '.join(self.writers)}"
+
+
+def drift_of(event_type: str | None, obj: Mapping[str, Any]) -> Drift | None:
     """What a watch event of a release's object says has drifted, or None."""
-    what = f"{obj.get('kind', 'object')} {obj.get('metadata', {}).get('name', '?')}"
+    metadata = obj.get("metadata", {})
+    kind, namespace, name = str(obj.get("kind", "")), metadata.get("namespace", ""), metadata.get("name", "")
     if event_type == "DELETED":
-        return f"{what} was deleted"
+        return Drift(kind, namespace, name, deleted=True)
     writers = foreign_writers(obj)
-    if writers:
-        return f"{what} was changed by {', '.join(writers)}"
-    return None
+    return Drift(kind, namespace, name, deleted=False, writers=tuple(writers)) if writers else None
+
+
+def still_drifted(drift: Drift, now: Mapping[str, Any] | None) -> bool:
+    """Whether the object as it is now (None: gone) still shows the drift seen earlier: a repair that came
+    meanwhile may have put it back already, and then there is nothing to do."""
+    if drift.deleted:
+        return now is None
+    return now is not None and bool(foreign_writers(now))
 
 
 @dataclass
 class Repairs:
     """The repairs asked for, one task per tenant at a time."""
 
-    repair: Callable[[str, list[str]], Awaitable[None]]  # reconcile.repair, of the operator's context
-    _pending: dict[str, list[str]] = field(default_factory=dict)
+    repair: Callable[[str, list[Drift]], Awaitable[None]]  # reconcile.repair, of the operator's context
+    _pending: dict[str, list[Drift]] = field(default_factory=dict)
     _tasks: dict[str, "asyncio.Task[None]"] = field(default_factory=dict)
 
-    def request(self, tenant: str, what: str) -> None:
+    def request(self, tenant: str, what: Drift) -> None:
         """Put tenant `tenant` back soon, because `what` (drifted); requests during a repair make one more."""
         found = self._pending.setdefault(tenant, [])
         if what not in found:
@@ -79,7 +101,7 @@ class Repairs:
                 await self.repair(tenant, whats)
                 attempt = 0
             except kopf.PermanentError as error:
-                logger.warning("tenant %s: cannot put back %s: %s", tenant, "; ".join(whats), error)
+                logger.warning("tenant %s: cannot put back %s: %s", tenant, "; ".join(map(str, whats)), error)
             except Exception as error:
                 delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
                 logger.info("tenant %s: repair to retry in %ss: %s", tenant, delay, error)

@@ -24,8 +24,9 @@ WATCHED = (
     "limitranges",
     "services",
 )
-# Set to any new value, it makes the operator reconcile the Tenant at once, Helm included.
-RECONCILE_ANNOTATION = f"{GROUP}/reconcile"
+# Set to any new value, it makes the operator reconcile the Tenant at once, Helm included. (Not under
+# neurallog.io/: kopf keeps its own state there and ignores changes of those annotations.)
+RECONCILE_ANNOTATION = f"tenants.{GROUP}/reconcile"
 
 
 @kopf.on.startup()
@@ -72,7 +73,7 @@ async def delete_tenant(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.field(*TENANTS, field=("metadata", "annotations", RECONCILE_ANNOTATION))
 async def reconcile_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
-    """`kubectl annotate tenant <name> neurallog.io/reconcile=$(date +%s) --overwrite`: reconcile now."""
+    """`kubectl annotate tenant <name> tenants.neurallog.io/reconcile=$(date +%s) --overwrite`: reconcile now."""
     if new and "deletionTimestamp" not in body["metadata"]:
         context = from_memo(memo)
         context.events.post(
@@ -128,4 +129,4 @@ async def namespace_changed(type: str | None, name: str | None, memo: kopf.Memo,
     until it is gone); one the operator deletes with its Tenant is not (the Tenant is being deleted)."""
     tenant = _tenant_of(name)
     if type == "DELETED" and tenant is not None:
-        drift.from_memo(memo).request(tenant, f"namespace {name} was deleted")
+        drift.from_memo(memo).request(tenant, drift.Drift("Namespace", "", name or "", deleted=True))

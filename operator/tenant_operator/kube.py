@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from tenant_operator import metrics
 from tenant_operator.api import GROUP, PLURAL, VERSION
 
 T = TypeVar("T")
@@ -85,11 +86,13 @@ class Kube:
         self.apps = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(client)
+        self.networking = kubernetes.client.NetworkingV1Api(client)
         self.limit = RateLimit(qps, burst)
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         for attempt in range(MAX_THROTTLED_RETRIES + 1):
             await self.limit.acquire()
+            metrics.API_REQUESTS.labels(getattr(function, "__name__", "call")).inc()
             try:
                 return await asyncio.to_thread(function, *args, **kwargs)
             except ApiException as error:
@@ -171,6 +174,18 @@ class Kube:
         except ApiException as error:
             if not is_status(error, 404):
                 raise
+
+    async def get_object(self, kind: str, namespace: str, name: str) -> Object | None:
+        """One object of a tenant's release, by kind (those drift.py watches); None when it does not exist."""
+        readers: dict[str, Callable[..., Any]] = {
+            "NetworkPolicy": self.networking.read_namespaced_network_policy,
+            "ResourceQuota": self.core.read_namespaced_resource_quota,
+            "LimitRange": self.core.read_namespaced_limit_range,
+            "Service": self.core.read_namespaced_service,
+            "Deployment": self.apps.read_namespaced_deployment,
+            "StatefulSet": self.apps.read_namespaced_stateful_set,
+        }
+        return await self._get_or_none(readers[kind], name, namespace)
 
     async def get_deployment(self, namespace: str, name: str) -> Object | None:
         return await self._get_or_none(self.apps.read_namespaced_deployment, name, namespace)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from tenant_operator.api import ReleaseStatus, TenantSpec, namespace_for, tenant_name_problem
 from tenant_operator.context import Context
+from tenant_operator.drift import Drift, still_drifted
 from tenant_operator.namespace import (
     ADOPT_ANNOTATION,
     TENANT_LABEL,
@@ -198,14 +199,23 @@ async def reconcile(
     )
 
 
-async def repair(context: Context, name: str, drifted: Sequence[str]) -> None:
+async def repair(context: Context, name: str, drifted: Sequence[Drift]) -> None:
     """Objects of a tenant's release were deleted or changed by someone (drift.py): install the release
-    again to put them back. Errors reach the caller, which tries again (drift.Repairs)."""
+    again to put them back, unless they are back already. Errors reach the caller, which tries again."""
     tenant = await context.kube.get_tenant(name)
     if tenant is None or "deletionTimestamp" in tenant["metadata"]:
         return
     if current_status(tenant).release.state not in ("Deployed", "Installing"):
         return  # failed, or not made yet: a change of the spec is what it waits for
-    what = "; ".join(drifted)
+    still = [drift for drift in drifted if still_drifted(drift, await _now(context, drift))]
+    if not still:
+        return
+    what = "; ".join(map(str, still))
     context.events.post(tenant, "Warning", "DriftDetected", f"{what}; installing the release again")
     await reconcile(context, tenant, retry=0, force=True, drift=what)
+
+
+async def _now(context: Context, drift: Drift) -> Mapping[str, Any] | None:
+    if drift.kind == "Namespace":
+        return await context.kube.get_namespace(drift.name)
+    return await context.kube.get_object(drift.kind, drift.namespace, drift.name)

@@ -98,9 +98,15 @@ def test_the_reconcile_annotation_runs_helm_at_once(
     kube: Kube, tenants_for_module: Tenants, running: str
 ) -> None:
     revision = helm_revision(kube, running)
-    kube.kubectl("annotate", "tenant", running, f"neurallog.io/reconcile={time.time()}", "--overwrite")
-    wait_until(lambda: helm_revision(kube, running) == revision + 1, timeout=60, what="a reconcile")
-    assert "ReconcileRequested" in {event["reason"] for event in tenants_for_module.events(running)}
+    kube.kubectl(
+        "annotate", "tenant", running, f"tenants.neurallog.io/reconcile={time.time()}", "--overwrite"
+    )
+    wait_until(
+        lambda: "ReconcileRequested" in {event["reason"] for event in tenants_for_module.events(running)},
+        timeout=60,
+        what="the operator to take the request",
+    )
+    wait_until(lambda: helm_revision(kube, running) > revision, timeout=60, what="a Helm call")
 
 
 def test_a_deleted_namespace_is_made_again_and_filled(kube: Kube, tenants_for_module: Tenants) -> None:

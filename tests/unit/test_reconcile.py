@@ -11,6 +11,7 @@ import pytest
 from tenant_operator import deletion, reconcile
 from tenant_operator.api import ReleaseStatus
 from tenant_operator.context import Context
+from tenant_operator.drift import Drift
 from tenant_operator.release import HelmError, Release, desired_hash
 from tenant_operator.settings import Settings
 
@@ -46,6 +47,10 @@ class FakeKube:
     tenant: dict[str, Any] | None = None
     calls: list[str] = field(default_factory=list)  # what was done, in order (with FakeHelm's calls)
     role_bindings: list[Mapping[str, Any]] = field(default_factory=list)
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, name) -> object
+
+    async def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, name))
 
     async def get_tenant(self, name: str) -> dict[str, Any] | None:
         return self.tenant
@@ -263,7 +268,8 @@ def test_drift_is_put_back_unless_the_tenant_failed_or_goes(
     world.kube.namespaces["tenant-acme"] = owned_namespace()
     if deleting:
         world.kube.tenant["metadata"]["deletionTimestamp"] = "now"
-    asyncio.run(reconcile.repair(world.context(), "acme", ["NetworkPolicy default-deny was deleted"]))
+    gone = Drift("NetworkPolicy", "tenant-acme", "default-deny", deleted=True)
+    asyncio.run(reconcile.repair(world.context(), "acme", [gone]))
     assert len(world.helm.upgrades) == (1 if reinstalled else 0), "Helm runs although the hash is unchanged"
     assert (("Warning", "DriftDetected") in world.events.posted) == reinstalled
     if reinstalled:
@@ -353,3 +359,14 @@ def test_the_operator_binds_its_tenant_role_before_helm_runs() -> None:
     unbound = World()
     asyncio.run(reconcile.reconcile(unbound.context(), tenant(), retry=0))
     assert unbound.kube.role_bindings == [], "no role given: no binding"
+
+
+def test_drift_that_is_gone_by_the_time_of_the_repair_makes_no_helm_call() -> None:
+    world = World()
+    world.kube.tenant = tenant({"release": {"state": "Deployed", "appliedHash": "x", "revision": 1}})
+    world.kube.objects[("NetworkPolicy", "default-deny")] = {
+        "metadata": {"managedFields": [{"manager": "helm"}]}
+    }
+    gone = Drift("NetworkPolicy", "tenant-acme", "default-deny", deleted=True)
+    asyncio.run(reconcile.repair(world.context(), "acme", [gone]))
+    assert world.helm.upgrades == [] and world.events.posted == []
