@@ -23,6 +23,11 @@ HELM_SECONDS = Histogram(
     ["command"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
+API_REQUESTS = Counter(
+    "tenant_operator_api_requests_total",
+    "Requests of the operator's own API client (kube.Kube, rate-limited; Kopf's watches aside), by function.",
+    ["function"],
+)
 TENANTS = Gauge("tenant_operator_tenants", "Tenants known to the operator, by phase.", ["phase"])
 PHASES = ("Pending", "Provisioning", "Running", "Degraded", "Failed", "Terminating")
 
