@@ -232,6 +232,23 @@ class LocalCluster:
         if self.real_node:
             self.node.undo_host_changes()
 
+    def restart(self, component: str) -> None:
+        """Stops one process of the control plane (``etcd`` or ``kube-apiserver``) and starts it again as
+        ``up`` does, then waits until the API server is ready again (its /readyz checks etcd too). A fault
+        for tests: the other processes keep running."""
+        starters: dict[str, Callable[[Ports], None]] = {
+            "etcd": self._start_etcd,
+            "kube-apiserver": self._start_apiserver,
+        }
+        if component not in starters:
+            raise ValueError(f"cannot restart {component!r}: only {', '.join(starters)}")
+        ports = Ports.load_or_choose(self.state_dir / "ports.json")
+        try:
+            self.stop(component)
+        finally:
+            starters[component](ports)
+        self.wait(self.api_healthy, f"kube-apiserver /readyz after restarting {component}")
+
     def destroy(self) -> None:
         """Stops the cluster and deletes its state (etcd data, certificates, volumes); keeps the binaries."""
         self.down()

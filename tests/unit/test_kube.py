@@ -7,6 +7,7 @@ from typing import Any
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 
 from tenant_operator.kube import Kube, RateLimit
 
@@ -47,3 +48,24 @@ def test_too_many_requests_is_waited_out_and_other_errors_are_not() -> None:
     answers[:] = [ApiException(status=500, reason="boom"), "never"]
     with pytest.raises(ApiException, match="boom"):
         asyncio.run(kube._call(call))
+
+
+def test_every_request_is_counted_by_function_retries_included() -> None:
+    kube = Kube(kubernetes.client.ApiClient(), qps=1000, burst=100)
+    answers: list[Any] = [throttled("0"), "done"]
+
+    def read_counted_thing() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def requests() -> float:
+        sample = REGISTRY.get_sample_value(
+            "tenant_operator_api_requests_total", {"function": "read_counted_thing"}
+        )
+        return sample or 0.0
+
+    before = requests()
+    assert asyncio.run(kube._call(read_counted_thing)) == "done"
+    assert requests() - before == 2
