@@ -73,7 +73,8 @@ async def delete_tenant(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.field(*TENANTS, field=("metadata", "annotations", RECONCILE_ANNOTATION))
 async def reconcile_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
-    """`kubectl annotate tenant <name> tenants.neurallog.io/reconcile=$(date +%s) --overwrite`: reconcile now."""
+    """Reconcile now, Helm included: `kubectl annotate tenant <name>
+    tenants.neurallog.io/reconcile=$(date +%s) --overwrite`."""
     if new and "deletionTimestamp" not in body["metadata"]:
         context = from_memo(memo)
         context.events.post(

@@ -176,9 +176,13 @@ async def reconcile(
         release = await context.helm.upgrade(name, namespace, values)
     except HelmError as error:
         state = "Failed" if error.permanent else "Installing"
-        failed = installing.model_copy(
-            update={"state": state, "reason": error.reason, "message": error.message}
-        )
+        update = {"state": state, "reason": error.reason, "message": error.message}
+        if drift and not error.permanent:  # still drift to put back: the repair tries again (drift.Repairs)
+            update |= {
+                "reason": "DriftDetected",
+                "message": f"putting back: {drift} ({error.reason}: {error.message})",
+            }
+        failed = installing.model_copy(update=update)
         await context.reporter.report(name, release=failed, observed_generation=generation)
         context.events.post(body, "Warning", error.reason, error.message)
         if error.permanent:
@@ -205,8 +209,11 @@ async def repair(context: Context, name: str, drifted: Sequence[Drift]) -> None:
     tenant = await context.kube.get_tenant(name)
     if tenant is None or "deletionTimestamp" in tenant["metadata"]:
         return
-    if current_status(tenant).release.state not in ("Deployed", "Installing"):
-        return  # failed, or not made yet: a change of the spec is what it waits for
+    release = current_status(tenant).release
+    if release.state != "Deployed" and release.reason != "DriftDetected":
+        # Being installed (its own reconciliation puts everything in place, and may itself delete objects
+        # when it frees a release left pending), failed, or not made yet: not drift to repair here.
+        return
     still = [drift for drift in drifted if still_drifted(drift, await _now(context, drift))]
     if not still:
         return

@@ -35,7 +35,8 @@ def account(kube: Kube, crd: None, tmp_path_factory: pytest.TempPathFactory) -> 
     workdir = Path(tmp_path_factory.mktemp("account"))
     yield ServiceAccount.of_release(kube, RBAC_RELEASE, RBAC_NAMESPACE, workdir)
     kube.helm("uninstall", RBAC_RELEASE, "--namespace", RBAC_NAMESPACE, "--wait", check=False)
-    kube.kubectl("delete", "namespace", RBAC_NAMESPACE, "--ignore-not-found", "--wait=false")
+    # Waited for: a next session would find it terminating and could not install into it.
+    kube.kubectl("delete", "namespace", RBAC_NAMESPACE, "--ignore-not-found", "--timeout=120s")
 
 
 @pytest.fixture(scope="package")

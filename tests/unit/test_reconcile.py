@@ -253,7 +253,7 @@ def test_deletion_of_a_tenant_whose_namespace_is_gone_is_quick() -> None:
     ("state", "deleting", "reinstalled"),
     [
         ("Deployed", False, True),
-        ("Installing", False, True),
+        ("Installing", False, False),
         ("Failed", False, False),
         ("Pending", False, False),
         ("Deployed", True, False),
@@ -370,3 +370,18 @@ def test_drift_that_is_gone_by_the_time_of_the_repair_makes_no_helm_call() -> No
     gone = Drift("NetworkPolicy", "tenant-acme", "default-deny", deleted=True)
     asyncio.run(reconcile.repair(world.context(), "acme", [gone]))
     assert world.helm.upgrades == [] and world.events.posted == []
+
+
+def test_a_repair_that_failed_for_a_while_is_tried_again() -> None:
+    world = World()
+    interrupted = {"state": "Installing", "reason": "DriftDetected", "appliedHash": "x", "revision": 1}
+    world.kube.tenant = tenant({"release": interrupted})
+    gone = Drift("NetworkPolicy", "tenant-acme", "default-deny", deleted=True)
+    world.helm.failure = HelmError("ReleaseBusy", "another operation is in progress", permanent=False)
+    with pytest.raises(kopf.TemporaryError):
+        asyncio.run(reconcile.repair(world.context(), "acme", [gone]))
+    still = world.reporter.reports[-1][1]
+    assert still is not None and (still.state, still.reason) == ("Installing", "DriftDetected"), (
+        "the Tenant keeps saying what drifted, so that the next attempt repairs it"
+    )
+    assert "ReleaseBusy" in still.message
