@@ -218,4 +218,4 @@ def test_a_deleted_workload_is_put_back(kube: Kube, tenants: Tenants) -> None:
         what="the release installed again and the tenant running",
     )
     kube.kubectl("get", "deployment", "neurallog-server", "-n", namespace)
-    assert "WorkloadDeleted" in {event["reason"] for event in tenants.events(name)}
+    assert "DriftDetected" in {event["reason"] for event in tenants.events(name)}
