@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients-only",
         action="store_true",
-        help="build: only the clients (kubectl, helm, helm3, ct, netpolicy), for another cluster",
+        help="build: only the clients (kubectl, helm, helm3, ct, netpolicy, helm-docs, kstatus), for another "
+        "cluster",
     )
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state)

@@ -147,6 +147,20 @@ TOOLS = (
         {"netpolicy": "github.com/np-guard/netpol-analyzer/cmd/netpolicy"},
         lambda _v: [],  # it prints no version
     ),
+    # Chart READMEs generated from the comments of values.yaml (`make docs`).
+    Tool(
+        "helm-docs",
+        "github.com/norwoodj/helm-docs",
+        {"helm-docs": "github.com/norwoodj/helm-docs/cmd/helm-docs"},
+        lambda v: [f"-X main.version={v.lstrip('v')}"],  # its footer prints "v" + version itself
+    ),
+    # Our command around cli-utils' kstatus (main.go there): an object's health as GitOps tools compute it.
+    Tool(
+        "kstatus",
+        "sigs.k8s.io/cli-utils",
+        {"kstatus": "."},
+        lambda _v: [],
+    ),
     # The real node: container runtime, CNI plugins, NetworkPolicy firewall and cluster DNS.
     Tool(
         "containerd",
@@ -213,7 +227,8 @@ def _build(tool: Tool, target: Path) -> None:
 
 def ensure_binaries(bin_dir: Path, clients_only: bool = False) -> None:
     """Builds what the cache lacks and links the binaries into ``bin_dir``: every one, or with
-    ``clients_only`` those that tests against another cluster use (kubectl, helm, helm3, ct, netpolicy)."""
+    ``clients_only`` those that tests against another cluster use (kubectl, helm, helm3, ct, netpolicy,
+    helm-docs, kstatus)."""
     go_version = _go_version()
     bin_dir.mkdir(parents=True, exist_ok=True)
     for tool in (tool for tool in TOOLS if not (clients_only and tool.server)):
