@@ -1,5 +1,5 @@
-"""The charts pass `helm lint --strict` (Helm 4 and Helm 3) with every ci/*-values.yaml case, `ct lint`, and
-their READMEs are generated from the values' comments."""
+"""The charts pass `helm lint --strict` (Helm 4 and Helm 3) with every ci/*-values.yaml case and `ct lint`.
+(Their READMEs are checked by test_chart_docs.py.)"""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chart_support import CHARTS, OPERATOR_CHART, REPO, TENANT_CHART, Helm, find_tool
+from chart_support import OPERATOR_CHART, REPO, TENANT_CHART, Helm, find_tool
 
 CASES = [
     pytest.param(chart, case, id=f"{chart.name}-{case.stem}")
@@ -48,19 +48,6 @@ def test_ct_lint(helm: Helm) -> None:
     assert result.returncode == 0, f"ct lint:\n{result.stdout}\n{result.stderr}"
     for chart in ("tenant", "tenant-operator"):
         assert f"charts/{chart}" in result.stdout
-
-
-def test_readmes_are_generated_from_the_values() -> None:
-    charts = [str(CHARTS / "tenant"), str(CHARTS / "tenant-operator")]
-    result = subprocess.run(
-        [sys.executable, str(CHARTS / "gen_readme.py"), "--check", *charts],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{result.stderr}\nregenerate: python charts/gen_readme.py {' '.join(charts)}"
-    )
 
 
 def test_every_helm_assumes_the_kubernetes_version_of_its_release_build(
