@@ -192,9 +192,20 @@ def tenant_crd() -> JsonObject:
     }
 
 
+# The one value of charts/tenant that is not a Tenant's spec: policies computed ahead (the flux backend).
+RENDERED_POLICIES = "renderedNetworkPolicies"
+
+
 def values_schema() -> JsonObject:
     """charts/tenant/values.schema.json: the values of charts/tenant are a Tenant's spec."""
     schema: JsonObject = _to_draft07(_model_schema(api.TenantSpec))
+    schema["properties"][RENDERED_POLICIES] = {
+        "type": "array",
+        "items": {"type": "object"},
+        "description": "The tenant's NetworkPolicies as tenant-postrender computed them from networkPolicy, "
+        "emitted verbatim instead of the post-renderer's carrier ConfigMap. Set by the operator's flux "
+        "backend (Flux runs no post-renderer); leave it empty with a post-renderer.",
+    }
     return {
         "$schema": DRAFT_07,
         "title": "Values of charts/tenant (the spec of a neurallog.io/v1 Tenant)",

@@ -4,6 +4,7 @@ object follows (names, labels, hardening, the network-policy carrier)."""
 import base64
 import json
 import re
+import shutil
 from typing import Any
 
 import pytest
@@ -410,6 +411,8 @@ def test_labels(helm: Helm, case: Any) -> None:
         for key in ("name", "instance", "version"):
             assert f"app.kubernetes.io/{key}" in pod_labels
         assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+        # A new chart version (or another Helm client installing the same chart) restarts no pod by itself.
+        assert "helm.sh/chart" not in pod_labels
         selector = manifests.get("Service", workload)["spec"]["selector"]
         selector.pop("statefulset.kubernetes.io/pod-name", None)
         assert selector.items() <= pod_labels.items()
@@ -470,3 +473,34 @@ def test_bad_values_are_refused_naming_the_value(helm_versions: list[Helm], valu
     for helm in helm_versions:
         error = helm.template_error(TENANT_CHART, values)
         assert path in error, f"{helm.binary.name}: {error}"
+
+
+def test_pods_are_the_same_under_another_chart_version(helm: Helm, tmp_path: Any) -> None:
+    """The same chart packaged at another version (as Flux serves it) renders the same pod templates."""
+    repackaged = tmp_path / "tenant"
+    shutil.copytree(TENANT_CHART, repackaged)
+    chart_yaml = repackaged / "Chart.yaml"
+    chart_yaml.write_text(chart_yaml.read_text().replace("version: 0.1.0", "version: 0.1.0+0123456789ab"))
+    before = helm.template(TENANT_CHART, sample_tenant()["spec"])
+    after = helm.template(repackaged, sample_tenant()["spec"])
+    assert (
+        after.get("Deployment", "neurallog-server")["metadata"]["labels"]["helm.sh/chart"]
+        != (before.get("Deployment", "neurallog-server")["metadata"]["labels"]["helm.sh/chart"])
+    )
+    assert after.pod_templates() == before.pod_templates()
+
+
+def test_rendered_network_policies_are_written_verbatim_instead_of_the_carrier(helm: Helm) -> None:
+    policies = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "tenant-sample-tenant", "labels": {"a": "b"}},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }
+        for name in ("default-deny", "allow-dns")
+    ]
+    manifests = helm.template(TENANT_CHART, {"renderedNetworkPolicies": policies})
+    assert manifests.of_kind("NetworkPolicy") == policies
+    assert ("ConfigMap", "tenant-network-policy") not in manifests.names()
+    assert ("ConfigMap", "tenant-network-policy") in helm.template(TENANT_CHART).names()

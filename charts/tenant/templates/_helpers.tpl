@@ -34,11 +34,33 @@ app.kubernetes.io/name: {{ include "tenant.name" .context }}
 app.kubernetes.io/instance: {{ .context.Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels of one component's objects and pods; called with (dict "context" $ "app" "redis" "component" "redis"). */}}
+{{/* Labels of one component's objects; called with (dict "context" $ "app" "redis" "component" "redis"). */}}
 {{- define "tenant.componentLabels" -}}
 {{ include "tenant.labels" .context }}
 app: {{ .app }}
 app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Labels of one component's pods: those of its objects but helm.sh/chart, so that a new chart version that
+changes nothing in a pod (or the same chart installed by another Helm client, e.g. Flux) restarts no pod.
+*/}}
+{{- define "tenant.podLabels" -}}
+{{- $kept := list }}
+{{- range $line := splitList "\n" (include "tenant.componentLabels" .) }}
+{{- if not (hasPrefix "helm.sh/chart:" $line) }}{{ $kept = append $kept $line }}{{ end }}
+{{- end }}
+{{- join "\n" $kept }}
+{{- end }}
+
+{{/* redis.conf from redis.config, with the directives the chart sets itself. */}}
+{{- define "tenant.redisConf" -}}
+{{- $lines := list }}
+{{- range $key, $value := .Values.redis.config }}
+{{- $lines = append $lines (printf "%s %s" $key $value) }}
+{{- end }}
+{{- $lines = concat $lines (list "dir /data" "port 6379") }}
+{{- printf "%s\n" (join "\n" $lines) }}
 {{- end }}
 
 {{/* The tenant's display name and description, on the workloads. */}}
