@@ -8,7 +8,7 @@ holds what plain JSON schema can say where the CRD dialect needs CEL.
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -515,7 +515,9 @@ class TenantSpec(ApiModel):
 
 Phase = Literal["Pending", "Provisioning", "Running", "Degraded", "Failed", "Terminating"]
 WorkloadPhase = Literal["Pending", "Provisioning", "Running", "Degraded", "Failed"]
-ConditionType = Literal["Ready", "Progressing", "Degraded", "Isolated", "Drifted"]
+# Ready, Reconciling and Stalled are kstatus's (sigs.k8s.io/cli-utils): what GitOps tools read (status.py).
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "Degraded", "Isolated", "Drifted"]
+CONDITION_TYPES: frozenset[str] = frozenset(get_args(ConditionType))
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
@@ -570,6 +572,15 @@ class TenantStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     release: ReleaseStatus = ReleaseStatus()
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _known_types_only(cls, conditions: Any) -> Any:
+        """Conditions of types this version does not write (Progressing, which Reconciling replaced) are left
+        out when a status is read, so that the rest of it (the release, its applied hash) still counts."""
+        if isinstance(conditions, list):
+            return [c for c in conditions if not isinstance(c, dict) or c.get("type") in CONDITION_TYPES]
+        return conditions
 
 
 def namespace_for(tenant_name: str) -> str:

@@ -192,10 +192,50 @@ def _phase(seen: Observation) -> tuple[Phase, str, str]:
     return "Provisioning", "WaitingForWorkloads", waiting
 
 
+# Pending for these reasons waits for someone (an administrator must hand the namespace over): stalled, not
+# reconciling. Any other Pending reason (Accepted: just seen) is work under way.
+STALLED_PENDING_REASONS = frozenset({"NamespaceNotOwned"})
+
+
+@dataclass(frozen=True)
+class Health:
+    """The kstatus conditions' truths: why the tenant is reconciling or stalled (at most one of the two)."""
+
+    reconciling: tuple[str, str] | None  # (reason, message)
+    stalled: tuple[str, str] | None
+
+
+def health(seen: Observation, phase: Phase, reason: str, message: str) -> Health:
+    """Reconciling and Stalled as kstatus (sigs.k8s.io/cli-utils/pkg/kstatus/status) reads them: Reconciling
+    True -> InProgress, Stalled True -> Failed, else Ready True -> Current and Ready False -> InProgress.
+
+    kstatus takes the first of the two that it finds True, so they are never True together. Work under way is
+    Reconciling: provisioning, deleting, just accepted, a release being installed or upgraded (which may be
+    what fixes a degraded tenant), a generation not reconciled yet (which may fix a failed one). A tenant that
+    waits for someone to change something is Stalled: Failed, Degraded, Pending for an administrator. The
+    backend (Helm or Flux) only shows through `seen.release`."""
+    release = seen.release
+    waiting_for_someone = phase in ("Failed", "Degraded") or (
+        phase == "Pending" and reason in STALLED_PENDING_REASONS
+    )
+    if phase in ("Terminating", "Provisioning", "Pending") and not waiting_for_someone:
+        return Health(reconciling=(reason, message), stalled=None)
+    if release.state == "Installing":
+        text = release.message or "Installing the tenant's release"
+        return Health(reconciling=(release.reason or "Installing", text), stalled=None)
+    if seen.generation != seen.observed_generation:
+        text = f"generation {seen.generation} is not reconciled yet (observed: {seen.observed_generation})"
+        return Health(reconciling=("LatestGenerationNotObserved", text), stalled=None)
+    if waiting_for_someone:
+        return Health(reconciling=None, stalled=(reason, message))
+    return Health(reconciling=None, stalled=None)
+
+
 def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> TenantStatus:
-    """The whole status: phase, workloads and the Ready, Progressing, Degraded, Isolated and Drifted
-    conditions."""
+    """The whole status: phase, workloads and the conditions Ready, Reconciling and Stalled (kstatus's: see
+    `health`), Degraded, Isolated and Drifted, each written True or False, never left out."""
     phase, reason, message = _phase(seen)
+    kstatus = health(seen, phase, reason, message)
 
     def condition(kind: ConditionType, status: ConditionStatus, why: str, text: str) -> Condition:
         before = next((known for known in previous.conditions if known.type == kind), None)
@@ -209,16 +249,15 @@ def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> T
             observed_generation=seen.observed_generation,
         )
 
-    progressing = phase in ("Provisioning", "Terminating")
+    def truth(kind: ConditionType, cause: tuple[str, str] | None, otherwise: str) -> Condition:
+        return condition(kind, "True", *cause) if cause else condition(kind, "False", otherwise, "")
+
     degraded = phase in ("Degraded", "Failed")
+    stalled_reason = kstatus.stalled[0] if kstatus.stalled else ""
     conditions = [
         condition("Ready", "True" if phase == "Running" else "False", reason, message),
-        condition(
-            "Progressing",
-            "True" if progressing else "False",
-            reason if progressing else ("Complete" if phase == "Running" else reason),
-            message if progressing else "",
-        ),
+        truth("Reconciling", kstatus.reconciling, stalled_reason or "Reconciled"),
+        truth("Stalled", kstatus.stalled, "AsExpected"),
         condition(
             "Degraded",
             "True" if degraded else "False",

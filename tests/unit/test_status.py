@@ -147,7 +147,8 @@ def test_everything_ready_is_running() -> None:
     assert status.observed_generation == 2
     assert conditions(status) == {
         "Ready": ("True", "AllWorkloadsReady"),
-        "Progressing": ("False", "Complete"),
+        "Reconciling": ("False", "Reconciled"),
+        "Stalled": ("False", "AsExpected"),
         "Degraded": ("False", "AsExpected"),
         "Isolated": ("True", "NetworkPoliciesEnabled"),
         "Drifted": ("False", "InSync"),
@@ -192,20 +193,28 @@ def test_phases_and_their_reasons(changes: dict[str, Any], phase: str, reason: s
     assert conditions(status)["Ready"] == ("False", reason)
     degraded = phase in ("Degraded", "Failed")
     assert conditions(status)["Degraded"][0] == ("True" if degraded else "False")
-    assert conditions(status)["Progressing"][0] == (
+    assert conditions(status)["Reconciling"][0] == (
         "True" if phase in ("Provisioning", "Terminating") else "False"
     )
+    assert conditions(status)["Stalled"] == (("True", reason) if degraded else ("False", "AsExpected"))
 
 
 def test_transition_times_change_only_with_the_condition_status() -> None:
     before = tenant_status(observe(), TenantStatus(), NOW)
     later = NOW + timedelta(minutes=5)
     same = tenant_status(observe(), before, later)
-    assert [c.last_transition_time for c in same.conditions] == [NOW] * 5
+    assert [c.last_transition_time for c in same.conditions] == [NOW] * 6
     assert same_status(before, same)
     broken = tenant_status(observe(missing_refs=["x"]), before, later)
     times = {c.type: c.last_transition_time for c in broken.conditions}
-    assert times == {"Ready": later, "Progressing": NOW, "Degraded": later, "Isolated": NOW, "Drifted": NOW}
+    assert times == {
+        "Ready": later,
+        "Reconciling": NOW,
+        "Stalled": later,
+        "Degraded": later,
+        "Isolated": NOW,
+        "Drifted": NOW,
+    }
     assert not same_status(before, broken)
 
 
@@ -220,7 +229,8 @@ def test_a_tenant_waiting_for_its_namespace_is_pending() -> None:
     status = tenant_status(observe(release=waiting), TenantStatus(), NOW)
     assert status.phase == "Pending"
     assert conditions(status)["Ready"] == ("False", "NamespaceNotOwned")
-    assert conditions(status)["Progressing"][0] == "False"
+    assert conditions(status)["Reconciling"][0] == "False"
+    assert conditions(status)["Stalled"] == ("True", "NamespaceNotOwned"), "it waits for an administrator"
 
 
 def test_an_upgrade_of_a_running_release_does_not_flip_ready() -> None:
@@ -228,6 +238,7 @@ def test_an_upgrade_of_a_running_release_does_not_flip_ready() -> None:
     status = tenant_status(observe(release=upgrading), TenantStatus(), NOW)
     assert status.phase == "Running"
     assert conditions(status)["Ready"] == ("True", "AllWorkloadsReady")
+    assert conditions(status)["Reconciling"] == ("True", "Installing"), "but the upgrade is under way"
 
 
 def test_drift_shows_until_the_release_that_puts_it_back_is_installed() -> None:
