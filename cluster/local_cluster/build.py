@@ -2,12 +2,14 @@
 
 Versions are pinned in one place: the wrapper modules under ``cluster/tools/<tool>/go.mod``. A tool's cache
 entry is keyed by a hash of its wrapper module, the Go toolchain and the link flags, so a changed pin builds
-again and everything else is reused by later runs and by CI on the same machine.
+again and everything else is reused by later runs and by CI on the same machine. A tool may also take files
+from its module's source into its cache entry (Flux's CRDs), so that they are at hand without Go at run time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -16,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
@@ -72,6 +74,10 @@ class Tool:
     static: bool = False  # built without cgo, for binaries that also run inside images
     tags: str = ""  # Go build tags
     subdir: str = ""  # where under the bin directory the binaries are linked (CNI plugins live apart)
+    # Files of the module's source kept with the binaries: a directory under the bin directory -> a glob
+    # relative to the module's root. They are copied into the cache entry's <directory> and linked as
+    # <bin>/<directory>/<tool name> (see ``tool_files``).
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def directory(self) -> Path:
@@ -90,6 +96,8 @@ class Tool:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         version = self.version()
         digest.update(" ".join(self.ldflags(version)).encode())
+        for directory, pattern in sorted(self.files.items()):
+            digest.update(f"\0{directory}={pattern}".encode())
         return f"{self.name}-{version}-{digest.hexdigest()[:12]}"
 
 
@@ -204,6 +212,25 @@ TOOLS = (
         server=True,
         static=True,
     ),
+    # Flux, started on demand by local_cluster.flux; their CRDs come from the same module versions.
+    Tool(
+        "flux-source-controller",
+        "github.com/fluxcd/source-controller",
+        {"source-controller": "github.com/fluxcd/source-controller"},
+        lambda _v: [],  # it prints no version
+        server=True,
+        static=True,
+        files={"crds": "config/crd/bases/*.yaml"},
+    ),
+    Tool(
+        "flux-helm-controller",
+        "github.com/fluxcd/helm-controller",
+        {"helm-controller": "github.com/fluxcd/helm-controller"},
+        lambda _v: [],  # it prints no version
+        server=True,
+        static=True,
+        files={"crds": "config/crd/bases/*.yaml"},
+    ),
 )
 
 
@@ -223,6 +250,28 @@ def _build(tool: Tool, target: Path) -> None:
             env=env,
             check=True,
         )
+    if tool.files:
+        source = subprocess.run(
+            ["go", "mod", "download", "-json", tool.module],
+            cwd=tool.directory,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        root = Path(json.loads(source.stdout)["Dir"])
+        for directory, pattern in tool.files.items():
+            matches = sorted(root.glob(pattern))
+            if not matches:
+                raise RuntimeError(f"{tool.module}: no file matches {pattern}")
+            (target / directory).mkdir(parents=True, exist_ok=True)
+            for path in matches:
+                shutil.copyfile(path, target / directory / path.name)
+
+
+def tool_files(bin_dir: Path, tool_name: str, directory: str) -> Path:
+    """Where ``ensure_binaries`` linked a tool's files: ``tool_files(bin, "flux-helm-controller", "crds")`` is
+    the directory holding helm-controller's CRDs."""
+    return bin_dir / directory / tool_name
 
 
 def ensure_binaries(bin_dir: Path, clients_only: bool = False) -> None:
@@ -255,3 +304,8 @@ def ensure_binaries(bin_dir: Path, clients_only: bool = False) -> None:
             link = bin_dir / tool.subdir / output
             link.unlink(missing_ok=True)
             link.symlink_to(entry / output)
+        for directory in tool.files:
+            link = tool_files(bin_dir, tool.name, directory)
+            link.parent.mkdir(exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(entry / directory)
