@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     metrics.serve(settings.metrics_port)
     assert handlers.TENANTS  # the handlers register themselves with kopf when imported
+    if settings.backend == "flux":
+        handlers.follow_helm_releases()
     context = Context.create(settings)
     elector = None
     if settings.leader_election_namespace:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import kopf
 
 from tenant_operator.events import EventRecorder
+from tenant_operator.flux import Flux
 from tenant_operator.kube import Kube, load_configuration
 from tenant_operator.release import Helm
 from tenant_operator.reporting import Reporter
@@ -18,17 +19,25 @@ class Context:
     kube: Kube
     reporter: Reporter
     events: EventRecorder
+    flux: Flux | None = None  # the flux backend (settings.backend); None: the helm backend
+
+    @property
+    def fingerprint(self) -> str:
+        """What the releases pass through besides their values (chart, post-renderer, backend)."""
+        return self.flux.fingerprint if self.flux is not None else self.helm.chart_fingerprint
 
     @classmethod
     def create(cls, settings: Settings) -> "Context":
         kube = Kube(load_configuration(), settings.api_qps, settings.api_burst)
         events = EventRecorder(kube)
+        helm = Helm(settings)
         return cls(
             settings=settings,
-            helm=Helm(settings),
+            helm=helm,
             kube=kube,
             reporter=Reporter(kube, events, settings.secret_recheck_seconds),
             events=events,
+            flux=Flux(settings, helm, kube) if settings.backend == "flux" else None,
         )
 
 

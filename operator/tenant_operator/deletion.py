@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import namespace_for
 from tenant_operator.context import Context
+from tenant_operator.flux import hand_back
 from tenant_operator.namespace import is_owned_by
 from tenant_operator.reconcile import grant_access
 from tenant_operator.release import HelmError
@@ -23,6 +24,26 @@ logger = logging.getLogger(__name__)
 
 # How long one deletion attempt waits for the namespace before it lets kopf retry (and say so in the log).
 NAMESPACE_WAIT_SECONDS = 120
+
+
+async def uninstall(context: Context, body: Mapping[str, Any], namespace: str) -> bool:
+    """Uninstall the tenant's release; False while Flux is still at it (flux backend: the HelmRelease is
+    deleted, and Flux uninstalls the release before it lets the HelmRelease go)."""
+    name = body["metadata"]["name"]
+    if context.flux is not None:
+        helm_release = await context.kube.get_helm_release(namespace, name)
+        if helm_release is not None:
+            if not helm_release["metadata"].get("deletionTimestamp"):
+                await context.kube.delete_helm_release(namespace, name)
+                message = f"Deleted HelmRelease {name}; Flux uninstalls the release"
+                context.events.post(body, "Normal", "Uninstalling", message)
+            return False
+        # No HelmRelease (any more): a release the helm backend made before a switch is Helm's to uninstall.
+    elif await hand_back(context.kube, namespace, name):  # one the flux backend left: Helm uninstalls
+        logger.info("tenant %s: HelmRelease removed before the uninstall", name)
+    if await context.helm.uninstall(name, namespace):
+        context.events.post(body, "Normal", "Uninstalled", f"Uninstalled release {name}")
+    return True
 
 
 async def delete(context: Context, body: Mapping[str, Any]) -> None:
@@ -41,8 +62,11 @@ async def delete(context: Context, body: Mapping[str, Any]) -> None:
             return
         if existing is not None and not existing["metadata"].get("deletionTimestamp"):
             await grant_access(context, namespace)
-            if await context.helm.uninstall(name, namespace):
-                context.events.post(body, "Normal", "Uninstalled", f"Uninstalled release {name}")
+            if not await uninstall(context, body, namespace):
+                raise kopf.TemporaryError(
+                    f"waiting for Flux to uninstall release {name} (HelmRelease {namespace}/{name})",
+                    delay=context.settings.namespace_poll_seconds,
+                )
             await context.kube.delete_namespace(namespace)
             context.events.post(body, "Normal", "DeletingNamespace", f"Deleting namespace {namespace}")
             existing = await context.kube.get_namespace(namespace)

@@ -23,10 +23,20 @@ import kopf
 
 logger = logging.getLogger(__name__)
 
-# Writers that are the cluster's own: their writes are not drift (an autoscaler's scale included: replicas of
-# a workload under an HPA are the HPA's).
+# Writers whose writes are not drift: Helm, or Flux's helm-controller (flux backend) installing the release,
+# this operator writing the HelmRelease, and the cluster's own controllers (an autoscaler's scale included:
+# replicas of a workload under an HPA are the HPA's).
 CLUSTER_MANAGERS = frozenset(
-    {"helm", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-apiserver", "kube-proxy"}
+    {
+        "helm",
+        "helm-controller",
+        "tenant-operator",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-apiserver",
+        "kube-proxy",
+    }
 )
 RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)
 

@@ -8,6 +8,7 @@ import kopf
 from tenant_operator import deletion, drift, metrics, reconcile
 from tenant_operator.api import GROUP, NAMESPACE_PREFIX, PLURAL, VERSION
 from tenant_operator.context import from_memo
+from tenant_operator.kube import HELM_RELEASES
 from tenant_operator.namespace import TENANT_LABEL
 from tenant_operator.release import redact
 
@@ -44,7 +45,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     context = from_memo(memo)
     memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
     settings.queueing.worker_limit = 16 * context.settings.concurrency
-    for plural in WATCHED:
+    for plural in (*WATCHED, HELM_RELEASES[2]):
         settings.watching.label_selectors[plural] = ",".join(
             f"{key}={value}" for key, value in PART_OF.items()
         )
@@ -131,3 +132,22 @@ async def namespace_changed(type: str | None, name: str | None, memo: kopf.Memo,
     tenant = _tenant_of(name)
     if type == "DELETED" and tenant is not None:
         drift.from_memo(memo).request(tenant, drift.Drift("Namespace", "", name or "", deleted=True))
+
+
+async def helm_release_changed(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """The flux backend: a tenant's HelmRelease changed. Its status becomes the Tenant's; a HelmRelease
+    deleted or edited by someone else is put back like any object of the release."""
+    tenant = _tenant_of(namespace)
+    if tenant is None:
+        return
+    release_object_changed(memo, tenant, type, body)
+    if type != "DELETED":
+        await reconcile.follow(from_memo(memo), tenant, body)
+
+
+def follow_helm_releases() -> None:
+    """Watch the tenants' HelmReleases (the flux backend only: a cluster without Flux has no such API)."""
+    group, version, plural = HELM_RELEASES
+    kopf.on.event(group, version, plural, labels=PART_OF)(helm_release_changed)

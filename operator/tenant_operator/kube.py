@@ -18,6 +18,7 @@ from tenant_operator.api import GROUP, PLURAL, VERSION
 T = TypeVar("T")
 Object = dict[str, Any]
 PART_OF_NEURALLOG = "app.kubernetes.io/part-of=neurallog"
+HELM_RELEASES = ("helm.toolkit.fluxcd.io", "v2", "helmreleases")  # group, version, plural
 
 
 def load_configuration() -> kubernetes.client.ApiClient:
@@ -185,6 +186,8 @@ class Kube:
             "Deployment": self.apps.read_namespaced_deployment,
             "StatefulSet": self.apps.read_namespaced_stateful_set,
         }
+        if kind == "HelmRelease":
+            return await self.get_helm_release(namespace, name)
         return await self._get_or_none(readers[kind], name, namespace)
 
     async def get_deployment(self, namespace: str, name: str) -> Object | None:
@@ -216,3 +219,57 @@ class Kube:
             )
             found[name] = None if keys is None else frozenset(keys)
         return found
+
+    # Flux HelmReleases (the flux backend, flux.py; and a switch back to the helm backend).
+
+    async def get_helm_release(self, namespace: str, name: str) -> Object | None:
+        """A HelmRelease; None when it does not exist, or when the cluster has no such API (no Flux)."""
+        return await self._get_or_none(
+            self.custom.get_namespaced_custom_object, *HELM_RELEASES[:2], namespace, HELM_RELEASES[2], name
+        )
+
+    async def apply_helm_release(self, body: Mapping[str, Any], field_manager: str) -> Object:
+        """Server-side apply of a HelmRelease (the fields this operator sets are its; others' are kept)."""
+        metadata = body["metadata"]
+        response = await self._call(
+            self.custom.patch_namespaced_custom_object,
+            *HELM_RELEASES[:2],
+            metadata["namespace"],
+            HELM_RELEASES[2],
+            metadata["name"],
+            body,
+            field_manager=field_manager,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            _preload_content=False,
+        )
+        return _json(response)
+
+    async def patch_helm_release(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch a HelmRelease (annotations, suspend, finalizers); nothing when it is gone."""
+        try:
+            await self._call(
+                self.custom.patch_namespaced_custom_object,
+                *HELM_RELEASES[:2],
+                namespace,
+                HELM_RELEASES[2],
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as error:
+            if not is_status(error, 404):
+                raise
+
+    async def delete_helm_release(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                self.custom.delete_namespaced_custom_object,
+                *HELM_RELEASES[:2],
+                namespace,
+                HELM_RELEASES[2],
+                name,
+            )
+        except ApiException as error:
+            if not is_status(error, 404):
+                raise

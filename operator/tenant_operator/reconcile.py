@@ -12,9 +12,10 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from tenant_operator.api import ReleaseStatus, TenantSpec, namespace_for, tenant_name_problem
+from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, namespace_for, tenant_name_problem
 from tenant_operator.context import Context
 from tenant_operator.drift import Drift, still_drifted
+from tenant_operator.flux import hand_back, release_status, tenant_generation
 from tenant_operator.namespace import (
     ADOPT_ANNOTATION,
     TENANT_LABEL,
@@ -122,17 +123,12 @@ async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
     return namespace
 
 
-async def reconcile(
-    context: Context, body: Mapping[str, Any], retry: int, *, force: bool = False, drift: str = ""
-) -> None:
-    """Bring the tenant's namespace and release to its spec, then report the status; `force` runs Helm even
-    when nothing changed (to put back the `drift` someone made, or when asked to)."""
-    metadata = body["metadata"]
-    name, generation = metadata["name"], int(metadata.get("generation", 0))
-    previous = current_status(body)
-    if not body.get("status"):  # seen for the first time: say so before anything is made
-        seen = ReleaseStatus(state="Pending", reason="Accepted", message="Creating the tenant's namespace")
-        await context.reporter.report(name, release=seen, observed_generation=0)
+async def prepare(
+    context: Context, body: Mapping[str, Any], previous: TenantStatus, retry: int
+) -> tuple[TenantSpec, str]:
+    """The spec as the models read it, allowed by the platform's policy, and the tenant's namespace; a Tenant
+    that cannot go further is reported (Failed, or Pending on an administrator) before the error is raised."""
+    name, generation = body["metadata"]["name"], int(body["metadata"].get("generation", 0))
     try:
         spec = parse_spec(name, body.get("spec") or {})
         check_policy(spec, context.settings)
@@ -153,27 +149,43 @@ async def reconcile(
         raise
     except ApiException as error:
         raise kopf.TemporaryError(f"namespace: {error.reason}", delay=retry_delay(retry)) from error
+    return spec, namespace
+
+
+async def reconcile(
+    context: Context, body: Mapping[str, Any], retry: int, *, force: bool = False, drift: str = ""
+) -> None:
+    """Bring the tenant's namespace and release to its spec, then report the status; `force` runs Helm even
+    when nothing changed (to put back the `drift` someone made, or when asked to)."""
+    metadata = body["metadata"]
+    name, generation = metadata["name"], int(metadata.get("generation", 0))
+    previous = current_status(body)
+    if not body.get("status"):  # seen for the first time: say so before anything is made
+        seen = ReleaseStatus(state="Pending", reason="Accepted", message="Creating the tenant's namespace")
+        await context.reporter.report(name, release=seen, observed_generation=0)
+    spec, namespace = await prepare(context, body, previous, retry)
     values = spec.to_values()
-    wanted = desired_hash(values, context.helm.chart_fingerprint)
+    wanted = desired_hash(values, context.fingerprint)
 
     if not force and previous.release.state == "Deployed" and previous.release.applied_hash == wanted:
         logger.debug("tenant %s: values and chart unchanged, no Helm call", name)
         await context.reporter.report(name, observed_generation=generation)
         return
 
+    action = "helm upgrade --install" if context.flux is None else "HelmRelease for Flux being written"
     installing = previous.release.model_copy(
         update={
             "name": name,
             "state": "Installing",
             "reason": "DriftDetected" if drift else "",
-            "message": f"putting back: {drift}" if drift else "helm upgrade --install in progress",
+            "message": f"putting back: {drift}" if drift else f"{action} in progress",
         }
     )
     await context.reporter.report(name, release=installing, observed_generation=previous.observed_generation)
     context.events.post(body, "Normal", "Installing", f"Installing release {name} into {namespace}")
     try:
         await grant_access(context, namespace)
-        release = await context.helm.upgrade(name, namespace, values)
+        outcome = await install(context, body, namespace, values, wanted, force=force)
     except HelmError as error:
         state = "Failed" if error.permanent else "Installing"
         update = {"state": state, "reason": error.reason, "message": error.message}
@@ -189,18 +201,75 @@ async def reconcile(
             raise kopf.PermanentError(f"{error.reason}: {error.message}") from None
         raise kopf.TemporaryError(f"{error.reason}: {error.message}", delay=retry_delay(retry)) from None
 
-    deployed = ReleaseStatus(
+    await settle(context, body, installing, outcome, previous.observed_generation)
+
+
+async def install(
+    context: Context,
+    body: Mapping[str, Any],
+    namespace: str,
+    values: Mapping[str, Any],
+    wanted: str,
+    *,
+    force: bool,
+) -> ReleaseStatus:
+    """Install or upgrade the tenant's release with its backend: Helm here and now (Deployed), or a
+    HelmRelease for Flux (what it says at once; its changes follow, see `follow`). HelmError on failure."""
+    name, generation = body["metadata"]["name"], int(body["metadata"].get("generation", 0))
+    if context.flux is not None:
+        return await context.flux.apply(
+            name, namespace, values, generation=generation, applied_hash=wanted, force=force
+        )
+    if await hand_back(context.kube, namespace, name):
+        message = f"Release {name} taken over from Flux's HelmRelease by the operator's Helm"
+        context.events.post(body, "Normal", "HelmReleaseRemoved", message)
+    release = await context.helm.upgrade(name, namespace, values)
+    return ReleaseStatus(
         name=release.name,
         revision=release.revision,
         chart_version=release.chart_version,
         state="Deployed",
         applied_hash=wanted,
     )
-    await context.reporter.report(name, release=deployed, observed_generation=generation)
-    chart = f"chart {release.chart_version}"
-    context.events.post(
-        body, "Normal", "Installed", f"Release {name} revision {release.revision} ({chart}) installed"
+
+
+async def settle(
+    context: Context, body: Mapping[str, Any], before: ReleaseStatus, after: ReleaseStatus, observed: int
+) -> None:
+    """Report what the backend says of the release now (the generation counts as observed once the release
+    is Deployed or Failed) and announce a release installed or failed (in the flux backend, as Flux says)."""
+    if after.state == "Installing" and before.reason == "DriftDetected":  # still the drift being put back
+        after = after.model_copy(update={"reason": before.reason, "message": before.message})
+    name, generation = body["metadata"]["name"], int(body["metadata"].get("generation", 0))
+    settled = after.state in ("Deployed", "Failed")
+    await context.reporter.report(
+        name, release=after, observed_generation=generation if settled else observed
     )
+    if after.state == before.state and after.revision == before.revision:
+        return
+    if after.state == "Deployed":
+        chart = f"chart {after.chart_version}"
+        context.events.post(
+            body, "Normal", "Installed", f"Release {name} revision {after.revision} ({chart}) installed"
+        )
+    elif after.state == "Failed":
+        context.events.post(body, "Warning", after.reason or "ReleaseFailed", after.message)
+
+
+async def follow(context: Context, name: str, helm_release: Mapping[str, Any]) -> None:
+    """The flux backend: a tenant's HelmRelease changed; its status becomes the Tenant's release status,
+    while it holds the Tenant's current spec (one written for an older spec, or kept while a newer one was
+    refused, speaks for nothing)."""
+    tenant = await context.kube.get_tenant(name)
+    if tenant is None or "deletionTimestamp" in tenant["metadata"]:
+        return
+    generation = int(tenant["metadata"].get("generation", 0))
+    if tenant_generation(helm_release) != generation:
+        return
+    previous = current_status(tenant)
+    outcome = release_status(helm_release)
+    if outcome != previous.release:
+        await settle(context, tenant, previous.release, outcome, previous.observed_generation)
 
 
 async def repair(context: Context, name: str, drifted: Sequence[Drift]) -> None:

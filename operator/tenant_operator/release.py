@@ -116,15 +116,25 @@ def redact(text: str, secrets: Iterable[str] = (), limit: int | None = MAX_MESSA
     return text if limit is None or len(text) <= limit else text[: limit - len(suffix)] + suffix
 
 
+def refusal(report: str) -> HelmError:
+    """The post-renderer refused the release for the reasons its `report` lists: a change of the Tenant is
+    needed."""
+    lowered = report.lower()
+    if "not from an allowed registry" in lowered:
+        reason = "ImageNotAllowed"
+    elif "budget" in lowered or "quota" in lowered:
+        reason = "BudgetExceeded"
+    else:
+        reason = "ManifestsRejected"
+    return HelmError(reason, redact(report) or "the post-renderer refused the release", permanent=True)
+
+
 def classify(stderr: str) -> HelmError:
     """The failure that Helm's error output describes."""
     message = redact(stderr) or "helm failed without a message"
     lowered = stderr.lower()
     if "post-render" in lowered or "post render" in lowered or "postrender" in lowered:
-        if "not from an allowed registry" in lowered:
-            return HelmError("ImageNotAllowed", message, permanent=True)
-        reason = "BudgetExceeded" if "budget" in lowered or "quota" in lowered else "ManifestsRejected"
-        return HelmError(reason, message, permanent=True)
+        return refusal(stderr)
     if "don't meet the specifications of the schema" in lowered:
         return HelmError("InvalidValues", message, permanent=True)
     if "another operation (install/upgrade/rollback) is in progress" in lowered:
@@ -335,6 +345,35 @@ class Helm:
                 await self._uninstall(name, namespace)
             raise error
         return parse_release(stdout)
+
+    async def template(self, name: str, namespace: str, chart: Path, values: Mapping[str, Any]) -> str:
+        """`helm template` of a tenant: the release's manifests as Helm renders them, without a cluster (so a
+        `lookup` finds nothing: never to be applied as such); HelmError when the chart refuses the values."""
+        with tempfile.TemporaryDirectory(prefix="tenant-values-") as directory:
+            values_file = Path(directory) / "values.json"
+            values_file.write_text(json.dumps(values), encoding="utf-8")
+            values_file.chmod(0o600)
+            code, stdout, stderr = await self._run(
+                "template", name, str(chart), "--namespace", namespace, "--values", str(values_file)
+            )
+        if code != 0:
+            raise classify(stderr)
+        return stdout
+
+    async def package(self, chart: Path, version: str, destination: Path) -> Path:
+        """`helm package` of a chart directory at `version`: the archive's path."""
+        destination.mkdir(parents=True, exist_ok=True)
+        code, _, stderr = await self._run(
+            "package", str(chart), "--version", version, "--destination", str(destination)
+        )
+        if code != 0:
+            raise HelmError("ChartUnavailable", redact(stderr), permanent=False)
+        archives = sorted(destination.glob(f"*-{version}.tgz"))
+        if len(archives) != 1:
+            raise HelmError(
+                "ChartUnavailable", f"helm package left {archives} in {destination}", permanent=False
+            )
+        return archives[0]
 
     async def history(self, name: str, namespace: str) -> list[Mapping[str, Any]]:
         """The release's revisions, oldest first; [] when there is no release."""

@@ -201,7 +201,7 @@ def values_schema() -> JsonObject:
     schema: JsonObject = _to_draft07(_model_schema(api.TenantSpec))
     schema["properties"][RENDERED_POLICIES] = {
         "type": "array",
-        "items": {"type": "object"},
+        "items": {"type": "object", "additionalProperties": True},
         "description": "The tenant's NetworkPolicies as tenant-postrender computed them from networkPolicy, "
         "emitted verbatim instead of the post-renderer's carrier ConfigMap. Set by the operator's flux "
         "backend (Flux runs no post-renderer); leave it empty with a post-renderer.",

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ENV_PREFIX = "TENANT_OPERATOR_"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +100,43 @@ class Settings(BaseModel):
         description="Registries (or repository prefixes) the tenants' images must come from, "
         "comma-separated; empty: any. Enforced by the post-renderer.",
     )
+
+    backend: Literal["helm", "flux"] = Field(
+        default="helm",
+        description="Who installs a tenant's release: `helm` (the operator runs `helm upgrade --install` "
+        "through the post-renderer) or `flux` (the operator writes a Flux HelmRelease, which Flux's "
+        "helm-controller installs; see flux.py).",
+    )
+    flux_source_kind: Literal["HelmRepository", "OCIRepository"] = Field(
+        default="HelmRepository", description="flux: kind of the Flux source that serves the tenant chart."
+    )
+    flux_source_name: str = Field(default="", description="flux: name of that source.")
+    flux_source_namespace: str = Field(default="", description="flux: namespace of that source.")
+    flux_chart: str = Field(default="tenant", description="flux: the chart's name in a HelmRepository.")
+    flux_chart_version: str = Field(
+        default="",
+        description="flux: the chart version the HelmReleases ask for (HelmRepository); empty: the version "
+        "of the chart beside the operator followed by +<12 hex digits of its content> (flux.chart_version), "
+        "as the project publishes it, so that Flux installs exactly the chart the operator checks.",
+    )
+    flux_interval: str = Field(
+        default="10m",
+        pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$",
+        description="flux: how often Flux reconciles each HelmRelease (and corrects drift) on its own.",
+    )
+    flux_retries: int = Field(
+        default=3, ge=0, description="flux: install and upgrade attempts Flux retries (then rolls back)."
+    )
+
+    @model_validator(mode="after")
+    def _flux_source_given(self) -> "Settings":
+        if self.backend == "flux" and not (self.flux_source_name and self.flux_source_namespace):
+            raise ValueError(
+                "backend flux needs the Flux source of the tenant chart: set "
+                "TENANT_OPERATOR_FLUX_SOURCE_NAME and TENANT_OPERATOR_FLUX_SOURCE_NAMESPACE "
+                "(operator chart values flux.source)"
+            )
+        return self
 
     @field_validator("allowed_registries", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ EXPECTED_TENANT_PERMISSIONS = {
     *(("networking.k8s.io", "networkpolicies", verb) for verb in ALL_VERBS),
     *(("", resource, verb) for resource in ("pods", "persistentvolumeclaims") for verb in READ),
     *(("apps", "replicasets", verb) for verb in READ),
+    *(("helm.toolkit.fluxcd.io", "helmreleases", verb) for verb in ALL_VERBS),
 }
 
 
@@ -264,3 +265,66 @@ def test_replicas_elect_a_leader_on_a_lease_of_their_namespace(helm: Helm) -> No
     assert budget["minAvailable"] == 1
     assert budget["selector"]["matchLabels"].items() <= pod_labels.items()
     assert ("PodDisruptionBudget", RELEASE) not in render(helm).names(), "no budget for a single replica"
+
+
+def manager_env(manifests: Manifests) -> dict[str, str]:
+    (manager,) = manifests.get("Deployment", "controller-manager")["spec"]["template"]["spec"]["containers"]
+    return {variable["name"]: variable.get("value", "") for variable in manager["env"]}
+
+
+def test_the_helm_backend_is_the_default_and_watches_no_helm_release(defaults: Manifests) -> None:
+    assert manager_env(defaults)["TENANT_OPERATOR_BACKEND"] == "helm"
+    assert not any(name.startswith("TENANT_OPERATOR_FLUX_") for name in manager_env(defaults))
+    assert not any(
+        group == "helm.toolkit.fluxcd.io" for group, _, _ in permissions(defaults.get("ClusterRole", RELEASE))
+    )
+    assert not defaults.of_kind("HelmRepository")
+
+
+def test_the_flux_backend_with_a_helm_repository_it_creates(helm: Helm) -> None:
+    manifests = render(
+        helm,
+        {"backend": "flux", "flux": {"source": {"url": "http://charts.example/neurallog"}, "retries": 5}},
+    )
+    source = manifests.get("HelmRepository", f"{RELEASE}-tenant-chart")
+    assert source["metadata"]["namespace"] == NAMESPACE
+    assert source["spec"] == {"interval": "10m", "url": "http://charts.example/neurallog"}
+    env = manager_env(manifests)
+    assert env["TENANT_OPERATOR_BACKEND"] == "flux"
+    assert env["TENANT_OPERATOR_FLUX_SOURCE_KIND"] == "HelmRepository"
+    assert env["TENANT_OPERATOR_FLUX_SOURCE_NAME"] == f"{RELEASE}-tenant-chart"
+    assert env["TENANT_OPERATOR_FLUX_SOURCE_NAMESPACE"] == NAMESPACE
+    assert env["TENANT_OPERATOR_FLUX_CHART_VERSION"] == ""
+    assert env["TENANT_OPERATOR_FLUX_RETRIES"] == "5"
+    watched = permissions(manifests.get("ClusterRole", RELEASE))
+    assert {("helm.toolkit.fluxcd.io", "helmreleases", verb) for verb in ("get", "list", "watch")} <= watched
+    assert not {verb for group, _, verb in watched if group == "helm.toolkit.fluxcd.io"} - {
+        "get",
+        "list",
+        "watch",
+    }
+
+
+def test_the_flux_backend_with_an_oci_repository_needs_the_version(helm: Helm) -> None:
+    values = {
+        "backend": "flux",
+        "flux": {"source": {"kind": "OCIRepository", "url": "oci://r.example/c/tenant"}},
+    }
+    assert "flux.version" in helm.template_error(OPERATOR_CHART, values, release=RELEASE, namespace=NAMESPACE)
+    values["flux"]["version"] = "0.1.0+0123456789ab"
+    source = render(helm, values).get("OCIRepository", f"{RELEASE}-tenant-chart")
+    assert source["spec"]["ref"] == {"tag": "0.1.0_0123456789ab"}
+    assert source["spec"]["url"] == "oci://r.example/c/tenant"
+
+
+def test_the_flux_backend_with_an_existing_source(helm: Helm) -> None:
+    values = {"backend": "flux", "flux": {"source": {"name": "charts", "namespace": "flux-system"}}}
+    manifests = render(helm, values)
+    assert not manifests.of_kind("HelmRepository")
+    env = manager_env(manifests)
+    assert (env["TENANT_OPERATOR_FLUX_SOURCE_NAME"], env["TENANT_OPERATOR_FLUX_SOURCE_NAMESPACE"]) == (
+        "charts",
+        "flux-system",
+    )
+    error = helm.template_error(OPERATOR_CHART, {"backend": "flux"}, release=RELEASE, namespace=NAMESPACE)
+    assert "flux.source.url" in error

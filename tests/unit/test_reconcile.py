@@ -83,6 +83,31 @@ class FakeKube:
     async def delete_namespace(self, name: str) -> None:
         self.namespaces[name]["metadata"]["deletionTimestamp"] = "now"
 
+    # HelmReleases: (namespace, name) -> object
+    helm_releases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    async def get_helm_release(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.helm_releases.get((namespace, name))
+
+    async def apply_helm_release(self, body: Mapping[str, Any], field_manager: str) -> dict[str, Any]:
+        self.calls.append("apply-helmrelease")
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        before = self.helm_releases.get(key, {"metadata": {"generation": 0}})
+        changed = before.get("spec") != body["spec"]
+        generation = before["metadata"]["generation"] + (1 if changed else 0)
+        applied = {**body, "metadata": {**body["metadata"], "generation": generation}}
+        self.helm_releases[key] = applied | {"status": before.get("status", {})}
+        return self.helm_releases[key]
+
+    async def patch_helm_release(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        self.calls.append(f"patch-helmrelease {patch}")
+
+    async def delete_helm_release(self, namespace: str, name: str) -> None:
+        self.calls.append("delete-helmrelease")
+        found = self.helm_releases.get((namespace, name))
+        if found is not None:
+            found["metadata"]["deletionTimestamp"] = "now"
+
 
 @dataclass
 class FakeReporter:

@@ -54,3 +54,17 @@ control-plane: controller-manager
 {{- define "tenant-operator.tenantRole" -}}
 {{- include "tenant-operator.fullname" . }}-tenant
 {{- end }}
+
+{{/*
+The Flux source of charts/tenant for the flux backend, as {name, namespace}: the one this chart creates when
+flux.source.url is set (flux-source.yaml), else the existing one the values name.
+*/}}
+{{- define "tenant-operator.fluxSource" -}}
+{{- if .Values.flux.source.url -}}
+name: {{ include "tenant-operator.fullname" . }}-tenant-chart
+namespace: {{ .Release.Namespace }}
+{{- else -}}
+name: {{ required "backend flux needs flux.source.url, or flux.source.name of an existing Flux source" .Values.flux.source.name }}
+namespace: {{ .Values.flux.source.namespace | default .Release.Namespace }}
+{{- end }}
+{{- end }}
