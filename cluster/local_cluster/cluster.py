@@ -262,6 +262,7 @@ class LocalCluster:
             "kubeconfig",
             "ports.json",
             "kwok.yaml",
+            "flux",  # local_cluster.flux: its ports, artifacts and chart repository
         ):
             path = self.state_dir / child
             if path.is_dir():
