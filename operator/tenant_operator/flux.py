@@ -179,6 +179,8 @@ def release_status(helm_release: Mapping[str, Any]) -> ReleaseStatus:
     if current and ready.get("status") == "True":
         return ReleaseStatus(state="Deployed", **known)
     waiting = "waiting for Flux to install the HelmRelease"
+    if not current:  # what Flux says is of an older spec or request
+        return ReleaseStatus(state="Installing", message=waiting, **known)
     reason = str(ready.get("reason") or "") if ready.get("status") == "False" else ""
     return ReleaseStatus(state="Installing", reason=reason, message=text(ready, waiting), **known)
 
@@ -255,15 +257,21 @@ class Flux:
         return release_status(applied)
 
 
+async def observe_generation(kube: Kube, namespace: str, name: str, generation: int) -> None:
+    """A new Tenant generation that changes nothing in the release: its HelmRelease now speaks for it (Flux
+    does nothing for an annotation)."""
+    patch = {"metadata": {"annotations": {GENERATION_ANNOTATION: str(generation)}}}
+    await kube.patch_helm_release(namespace, name, patch, FIELD_MANAGER)
+
+
 async def hand_back(kube: Kube, namespace: str, name: str) -> bool:
     """Detach a tenant's release from the HelmRelease that the flux backend wrote, for the helm backend to
     carry on with (a switch of backends): suspended (Flux then uninstalls nothing), its finalizer dropped, and
     deleted. The release and its objects stay as they are. False when there was no HelmRelease."""
     if await kube.get_helm_release(namespace, name) is None:
         return False
-    await kube.patch_helm_release(
-        namespace, name, {"spec": {"suspend": True}, "metadata": {"finalizers": None}}
-    )
+    detach = {"spec": {"suspend": True}, "metadata": {"finalizers": None}}
+    await kube.patch_helm_release(namespace, name, detach, FIELD_MANAGER)
     await kube.delete_helm_release(namespace, name)
     logger.info("HelmRelease %s/%s handed its release back to Helm", namespace, name)
     return True

@@ -245,7 +245,9 @@ class Kube:
         )
         return _json(response)
 
-    async def patch_helm_release(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+    async def patch_helm_release(
+        self, namespace: str, name: str, patch: Mapping[str, Any], field_manager: str
+    ) -> None:
         """Merge-patch a HelmRelease (annotations, suspend, finalizers); nothing when it is gone."""
         try:
             await self._call(
@@ -255,6 +257,7 @@ class Kube:
                 HELM_RELEASES[2],
                 name,
                 patch,
+                field_manager=field_manager,
                 _content_type="application/merge-patch+json",
             )
         except ApiException as error:

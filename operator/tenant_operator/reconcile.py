@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, namespace_for, tenant_name_problem
 from tenant_operator.context import Context
 from tenant_operator.drift import Drift, still_drifted
-from tenant_operator.flux import hand_back, release_status, tenant_generation
+from tenant_operator.flux import hand_back, observe_generation, release_status, tenant_generation
 from tenant_operator.namespace import (
     ADOPT_ANNOTATION,
     TENANT_LABEL,
@@ -169,6 +169,8 @@ async def reconcile(
 
     if not force and previous.release.state == "Deployed" and previous.release.applied_hash == wanted:
         logger.debug("tenant %s: values and chart unchanged, no Helm call", name)
+        if context.flux is not None and previous.observed_generation != generation:
+            await observe_generation(context.kube, namespace, name, generation)
         await context.reporter.report(name, observed_generation=generation)
         return
 

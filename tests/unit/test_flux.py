@@ -488,11 +488,6 @@ def test_the_applied_helm_release_carries_the_policies_the_post_renderer_makes(
     assert differing <= {("Secret", "redis-auth")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with isolation off the post-renderer makes no policy, renderedNetworkPolicies is [] and the "
-    "chart (`if not .Values.renderedNetworkPolicies`) renders its carrier ConfigMap, which Flux installs",
-)
 def test_with_isolation_off_flux_installs_what_the_post_renderer_makes(
     helm_binary: Path, tmp_path: Path
 ) -> None:

@@ -99,8 +99,14 @@ class FakeKube:
         self.helm_releases[key] = applied | {"status": before.get("status", {})}
         return self.helm_releases[key]
 
-    async def patch_helm_release(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+    async def patch_helm_release(
+        self, namespace: str, name: str, patch: Mapping[str, Any], field_manager: str
+    ) -> None:
         self.calls.append(f"patch-helmrelease {patch}")
+        found = self.helm_releases.get((namespace, name))
+        annotations = patch.get("metadata", {}).get("annotations", {})
+        if found is not None and annotations:
+            found["metadata"]["annotations"] = {**found["metadata"].get("annotations", {}), **annotations}
 
     async def delete_helm_release(self, namespace: str, name: str) -> None:
         self.calls.append("delete-helmrelease")
