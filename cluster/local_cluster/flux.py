@@ -3,10 +3,10 @@ and a Helm repository over HTTP that serves our charts to them.
 
 ``ensure_flux()`` starts what is not running yet (and reuses what runs and answers), applies Flux's CRDs and
 the HelmRepository ``flux-system/neurallog`` that points at the chart server; ``publish_chart()`` packages a
-chart with an exact version into that repository and waits until Flux has fetched the new index;
-``stop_flux()`` stops the processes. The processes are attached to the cluster (pid files in its run
-directory, logs beside its other logs), so ``python -m local_cluster down`` stops them too and ``destroy``
-deletes their state (``<state>/flux``).
+chart with an exact version into that repository and waits until Flux has fetched the new index
+(``unpublish_chart()`` takes one out again); ``stop_flux()`` stops the processes. The processes are attached
+to the cluster (pid files in its run directory, logs beside its other logs), so ``python -m local_cluster
+down`` stops them too and ``destroy`` deletes their state (``<state>/flux``).
 
 The controllers talk to the API server with the cluster's admin kubeconfig (no RBAC to set up), watch every
 namespace, and listen on 127.0.0.1 only: their health and metrics endpoints, source-controller's artifact
@@ -210,8 +210,10 @@ class Flux:
             for process in reversed(PROCESSES):
                 self.cluster.stop(process)
             ports = FluxPorts.load_or_choose(self.ports_file)
+            self._apply_repository(ports)  # first: a HelmRepository left by an earlier start names old ports
             self._start(ports)
-        self._apply_repository(ports)
+        else:
+            self._apply_repository(ports)
         if not reused:
             print(f"flux up in {time.monotonic() - started:.1f}s", file=sys.stderr)
         return self.info(ports)
@@ -226,6 +228,13 @@ class Flux:
                 "--bind", "127.0.0.1", "--directory", str(self.charts), str(ports.charts),
             ],
         )  # fmt: skip
+        # Answering before the controllers start, so that their first fetch of the index succeeds.
+        self._wait(
+            lambda: self.healthy(CHART_SERVER, ports),
+            "the chart server to answer",
+            START_TIMEOUT,
+            (CHART_SERVER,),
+        )
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.dir / "home"),
@@ -263,11 +272,14 @@ class Flux:
             START_TIMEOUT,
         )
 
-    def _wait(self, condition: Callable[[], bool], what: str, timeout: float) -> None:
+    def _wait(
+        self, condition: Callable[[], bool], what: str, timeout: float, processes: tuple[str, ...] = PROCESSES
+    ) -> None:
+        """Waits for ``condition``; fails early when one of ``processes`` exits meanwhile."""
         deadline = time.monotonic() + timeout
         suspects: dict[str, int] = {}
         while not condition():
-            for process in PROCESSES:
+            for process in processes:
                 suspects[process] = 0 if self._alive(process) else suspects.get(process, 0) + 1
             gone = [process for process, count in suspects.items() if count >= 4]  # four checks in a row
             if gone:
@@ -366,38 +378,49 @@ class Flux:
         artifact). Returns the HelmRepository's new artifact revision."""
         with self._locked():
             info = self._ensure()
-            before = _artifact_revision(self._repository())
             self._helm("package", str(chart_dir), "--version", version, "--destination", str(self.charts))
-            self._helm("repo", "index", str(self.charts), "--url", info.repository_url)
-            token = f"{time.time_ns()}"
-            self._kubectl(
-                "annotate",
-                "--overwrite",
-                f"--namespace={NAMESPACE}",
-                f"helmrepositories.source.toolkit.fluxcd.io/{REPOSITORY}",
-                f"reconcile.fluxcd.io/requestedAt={token}",
-            )
-            fetched: list[dict[str, object]] = []
+            return self._reindex(info, f"the index with {version}")
 
-            def handled() -> bool:
-                repository = self._repository()
-                fetched[:] = [repository]
-                status = repository.get("status")
-                return (
-                    isinstance(status, dict)
-                    and status.get("lastHandledReconcileAt") == token
-                    and _condition(repository, "Ready") == "True"
-                    and _artifact_revision(repository) not in (None, before)
-                )
+    def unpublish(self, chart: str, version: str) -> str:
+        """Takes ``chart`` at ``version`` out of the repository again (a test's leftover), and waits as
+        ``publish`` does. Returns the HelmRepository's new artifact revision."""
+        with self._locked():
+            info = self._ensure()
+            package = self.charts / f"{chart}-{version}.tgz"
+            if not package.is_file():
+                raise FileNotFoundError(f"{package} was never published")
+            package.unlink()
+            return self._reindex(info, f"the index without {chart} {version}")
 
-            self._wait(
-                handled,
-                f"HelmRepository {NAMESPACE}/{REPOSITORY} to fetch the index with {version}",
-                FETCH_TIMEOUT,
+    def _reindex(self, info: FluxInfo, what: str) -> str:
+        """Indexes the repository again and has the HelmRepository fetch the new index."""
+        before = _artifact_revision(self._repository())
+        self._helm("repo", "index", str(self.charts), "--url", info.repository_url)
+        token = f"{time.time_ns()}"
+        self._kubectl(
+            "annotate",
+            "--overwrite",
+            f"--namespace={NAMESPACE}",
+            f"helmrepositories.source.toolkit.fluxcd.io/{REPOSITORY}",
+            f"reconcile.fluxcd.io/requestedAt={token}",
+        )
+        fetched: list[dict[str, object]] = []
+
+        def handled() -> bool:
+            repository = self._repository()
+            fetched[:] = [repository]
+            status = repository.get("status")
+            return (
+                isinstance(status, dict)
+                and status.get("lastHandledReconcileAt") == token
+                and _condition(repository, "Ready") == "True"
+                and _artifact_revision(repository) not in (None, before)
             )
-            revision = _artifact_revision(fetched[0])
-            assert revision is not None
-            return revision
+
+        self._wait(handled, f"HelmRepository {NAMESPACE}/{REPOSITORY} to fetch {what}", FETCH_TIMEOUT)
+        revision = _artifact_revision(fetched[0])
+        assert revision is not None
+        return revision
 
 
 def _condition(obj: dict[str, object], kind: str) -> str | None:
@@ -424,6 +447,11 @@ def ensure_flux(state_dir: Path | None = None) -> FluxInfo:
 def publish_chart(chart_dir: Path, version: str, state_dir: Path | None = None) -> str:
     """Serves ``chart_dir`` as ``version`` to Flux (see ``Flux.publish``); returns the index's revision."""
     return Flux(state_dir).publish(chart_dir, version)
+
+
+def unpublish_chart(chart: str, version: str, state_dir: Path | None = None) -> str:
+    """Takes ``chart`` at ``version`` out of the served repository (see ``Flux.unpublish``)."""
+    return Flux(state_dir).unpublish(chart, version)
 
 
 def stop_flux(state_dir: Path | None = None) -> None:
