@@ -266,8 +266,8 @@ async def follow(context: Context, name: str, helm_release: Mapping[str, Any]) -
     if tenant is None or "deletionTimestamp" in tenant["metadata"]:
         return
     generation = int(tenant["metadata"].get("generation", 0))
-    if tenant_generation(helm_release) != generation:
-        return
+    if tenant_generation(helm_release) != generation or helm_release["metadata"].get("deletionTimestamp"):
+        return  # (one being deleted speaks of its uninstall)
     previous = current_status(tenant)
     outcome = release_status(helm_release)
     if outcome != previous.release:
@@ -281,7 +281,9 @@ async def repair(context: Context, name: str, drifted: Sequence[Drift]) -> None:
     if tenant is None or "deletionTimestamp" in tenant["metadata"]:
         return
     release = current_status(tenant).release
-    if release.state != "Deployed" and release.reason != "DriftDetected":
+    # This operator deletes a HelmRelease only with its Tenant: gone otherwise, it is always written again.
+    lost = any(drift.kind == "HelmRelease" and drift.deleted for drift in drifted)
+    if release.state != "Deployed" and release.reason != "DriftDetected" and not lost:
         # Being installed (its own reconciliation puts everything in place, and may itself delete objects
         # when it frees a release left pending), failed, or not made yet: not drift to repair here.
         return
