@@ -96,7 +96,13 @@ def test_the_guides_example_runs_through_a_helm_release(
     assert {"NamespaceCreated", "Installing", "Installed"} <= reasons, reasons
 
     # An update rolls through the HelmRelease: a new generation, one more revision.
-    kube.kubectl("patch", "tenant", name, "--type=merge", "-p", '{"spec":{"server":{"replicas":1}}}')
+    patch = '{"spec":{"server":{"replicas":1}}}'
+    patched = json.loads(
+        kube.kubectl("patch", "tenant", name, "--type=merge", "-p", patch, "-o", "json").stdout
+    )
+    # The new generation, not yet observed: in progress for every GitOps tool.
+    assert patched["metadata"]["generation"] == 2 and patched["status"]["observedGeneration"] == 1
+    assert kstatus(patched) == "InProgress"
     wait_until(
         lambda: (
             s
