@@ -90,28 +90,12 @@ def _tenant_of(namespace: str | None) -> str | None:
     return namespace.removeprefix(NAMESPACE_PREFIX)
 
 
+WORKLOADS = frozenset({"Deployment", "StatefulSet", "Pod"})
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=PART_OF)
 @kopf.on.event("apps", "v1", "statefulsets", labels=PART_OF)
 @kopf.on.event("", "v1", "pods", labels=PART_OF)
-async def workload_changed(
-    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    """A workload of a tenant namespace changed: report that tenant's status; put back what drifted."""
-    tenant = _tenant_of(namespace)
-    if tenant is None:
-        return
-    context = from_memo(memo)
-    context.reporter.request(tenant)
-    if body.get("kind") != "Pod":
-        release_object_changed(memo, tenant, type, body)
-
-
-def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body: kopf.Body) -> None:
-    drifted = drift.drift_of(type, body)
-    if drifted:
-        drift.from_memo(memo).request(tenant, drifted)
-
-
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=PART_OF)
 @kopf.on.event("", "v1", "resourcequotas", labels=PART_OF)
 @kopf.on.event("", "v1", "limitranges", labels=PART_OF)
@@ -119,10 +103,22 @@ def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body:
 async def object_changed(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """An object of a tenant's release other than its workloads changed: put it back if it drifted."""
+    """An object of a tenant namespace changed: a workload or pod makes a report of the tenant's status;
+    an object of its release (pods aside) is put back if it drifted."""
     tenant = _tenant_of(namespace)
-    if tenant is not None:
+    if tenant is None:
+        return
+    kind = body.get("kind")
+    if kind in WORKLOADS:
+        from_memo(memo).reporter.request(tenant)
+    if kind != "Pod":
         release_object_changed(memo, tenant, type, body)
+
+
+def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body: kopf.Body) -> None:
+    drifted = drift.drift_of(type, body)
+    if drifted:
+        drift.from_memo(memo).request(tenant, drifted)
 
 
 @kopf.on.event("", "v1", "namespaces", labels={TENANT_LABEL: kopf.PRESENT})
