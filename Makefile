@@ -8,7 +8,7 @@ CLUSTER := $(BIN)/python -m local_cluster
 export PATH := $(CURDIR)/.cluster/bin:$(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help host-packages setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo demo-clean bench
+.PHONY: help host-packages setup binaries cluster-up cluster-down cluster-status cluster-destroy lint test manifests docs demo demo-clean bench bench-scale
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -79,3 +79,12 @@ demo-clean: setup ## Delete the demo's Tenant and wait for its namespace to go, 
 
 bench: binaries ## Benchmarks (bench/): the post-renderer's time per release beside helm template alone
 	$(BIN)/python bench/postrender.py
+
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# The official run: hours on 2 cores (see bench/scale.py); results in bench/results (scale.md, scale.json, PNGs).
+bench-scale: cluster-up $(BIN)/.bench-installed ## N tenants at once (N=1..1000), ours beside Helm alone and its peers
+	$(BIN)/python bench/scale.py --n 1,10,100,500,1000 --repetitions 3 --concurrency 4 --sweep 1,2,4,10 \
+		--sweep-n 100 --idle-seconds 300 --out bench/results

@@ -90,6 +90,7 @@ class Operator:
         self.extra_settings: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "operator.log"
+        self.log_level = "debug"  # the tests read kopf's debug lines; a benchmark runs at info
         self.metrics_port = 0
 
     def start(self) -> None:
@@ -111,7 +112,7 @@ class Operator:
         )
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tenant_operator", "--zap-log-level=debug"],
+                [sys.executable, "-m", "tenant_operator", f"--zap-log-level={self.log_level}"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
