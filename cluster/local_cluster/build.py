@@ -61,6 +61,23 @@ def _kubernetes_ldflags(version: str) -> list[str]:
     return flags
 
 
+def _helm_operator_ldflags(version: str) -> list[str]:
+    """operator-sdk's release build stamps its version package (its Makefile); the Kubernetes version it
+    prints is the one its client-go speaks (v0.33 is Kubernetes 1.33). The commit stays "unknown": only the
+    tag is pinned."""
+    text = (TOOLS_DIR / "helm-operator" / "go.mod").read_text()
+    match = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.(\d+)", text, re.MULTILINE)
+    if not match:
+        raise RuntimeError("cluster/tools/helm-operator/go.mod does not require k8s.io/client-go")
+    package = "github.com/operator-framework/operator-sdk/internal/version"
+    return [
+        f"-X {package}.Version={version}",
+        f"-X {package}.GitVersion={version}",
+        f"-X {package}.ImageVersion={version}",
+        f"-X {package}.KubernetesVersion=v1.{match.group(1)}.{match.group(2)}",
+    ]
+
+
 @dataclass(frozen=True)
 class Tool:
     """One wrapper module under cluster/tools and the binaries built from it."""
@@ -230,6 +247,15 @@ TOOLS = (
         server=True,
         static=True,
         files={"crds": "config/crd/bases/*.yaml"},
+    ),
+    # operator-sdk's Helm operator, a peer in the scale benchmark (bench/helm_operator.py runs it).
+    Tool(
+        "helm-operator",
+        "github.com/operator-framework/operator-sdk",
+        {"helm-operator": "github.com/operator-framework/operator-sdk/cmd/helm-operator"},
+        _helm_operator_ldflags,
+        server=True,
+        static=True,  # as its release build (CGO_ENABLED=0)
     ),
 )
 
