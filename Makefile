@@ -71,8 +71,8 @@ docs: binaries ## Regenerate each chart's README with helm-docs from README.md.g
 test: binaries lint ## Every test tier: unit, charts, post-renderer, local cluster, end to end
 	$(BIN)/pytest
 
-demo: cluster-up ## The main job on the local cluster: the operator chart and its pod, the guide's example Tenant
-	$(BIN)/python -m local_cluster.demo
+demo: cluster-up ## The main job on the local cluster: the operator chart and its pod, the guide's example Tenant (BACKEND=flux: through Flux)
+	$(BIN)/python -m local_cluster.demo $(if $(BACKEND),--backend $(BACKEND))
 
 demo-clean: setup ## Delete the demo's Tenant and wait for its namespace to go, uninstall the operator chart
 	$(BIN)/python -m local_cluster.demo --clean

@@ -4,7 +4,9 @@ Installs the operator chart into `system` (CRD, RBAC, admission guard and the op
 for the operator pod to be Ready on the cluster's real node, applies the guide's example Tenant, follows its
 progress until it is Running, prints `kubectl get tenants`, its pods and how to reach them, and leaves it all
 running for the README's workflows. `--clean` deletes the Tenant (the operator removes its release and
-namespace), waits for its namespace to go and uninstalls the chart.
+namespace), waits for its namespace to go and uninstalls the chart. `--backend flux` runs the operator's
+flux backend: Flux's controllers start beside the cluster, charts/tenant is published to them, and each
+Tenant's release is a Flux HelmRelease (run it on a cluster with the helm backend's demo to switch backends).
 
 The operator image is not pulled: `make cluster-up` builds it from operator/Dockerfile and loads it into the
 real node, and the chart is installed with `image.pullPolicy=Never`, so a missing image fails at once.
@@ -23,10 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from local_cluster.cluster import LocalCluster
+from local_cluster.flux import NAMESPACE as FLUX_NAMESPACE
+from local_cluster.flux import REPOSITORY, ensure_flux, publish_chart
+from tenant_operator.flux import chart_version  # the operator's own rule for the version it asks Flux for
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "tests" / "fixtures" / "sample-tenant.yaml"
 OPERATOR_CHART = REPO / "charts" / "tenant-operator"
+TENANT_CHART = REPO / "charts" / "tenant"
 RELEASE, SYSTEM = "tenant-operator", "system"
 # The chart's default image (neurallog/tenant-operator:latest) by the full name the node lists it under.
 OPERATOR_IMAGE = "docker.io/neurallog/tenant-operator:latest"
@@ -163,9 +169,31 @@ def operator_pod_report() -> str:
     )
 
 
-def install_operator() -> None:
+def start_flux() -> list[str]:
+    """Flux's controllers running beside the cluster and charts/tenant published to them at the version the
+    operator asks for; the operator chart's values that point the flux backend at them."""
+    step("Start Flux's source-controller and helm-controller, publish charts/tenant to them")
+    info = ensure_flux()
+    version = chart_version(TENANT_CHART)
+    publish_chart(TENANT_CHART, version)
+    print(
+        f"  chart tenant {version} served at {info.repository_url} "
+        f"(HelmRepository {FLUX_NAMESPACE}/{REPOSITORY})"
+    )
+    return [
+        "--set", "backend=flux",
+        "--set", f"flux.source.name={REPOSITORY}",
+        "--set", f"flux.source.namespace={FLUX_NAMESPACE}",
+    ]  # fmt: skip
+
+
+def install_operator(backend: str = "helm") -> None:
     node = real_node()
-    step(f"Install the operator chart into namespace {SYSTEM}: CRD, RBAC, admission guard, the operator")
+    values = start_flux() if backend == "flux" else []
+    step(
+        f"Install the operator chart into namespace {SYSTEM} ({backend} backend): CRD, RBAC, admission "
+        "guard, the operator"
+    )
     # Helm installs crds/ on first install only, and refuses a CRD another manager applied (the guide's
     # `kubectl apply -f operator/config/crd/bases`): apply it here, the same way every time.
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(OPERATOR_CHART / "crds"))
@@ -174,7 +202,7 @@ def install_operator() -> None:
     run(
         "helm", "upgrade", "--install", RELEASE, str(OPERATOR_CHART), "-n", SYSTEM, "--create-namespace",
         "--skip-crds", "--reset-values", "--set", "image.pullPolicy=Never",
-        "--set-string", f"nodeSelector.kubernetes\\.io/hostname={node}",
+        "--set-string", f"nodeSelector.kubernetes\\.io/hostname={node}", *values,
     )  # fmt: skip
     step("The operator pod starts")
     follow("the operator pod", operator_progress, timeout=180, explain=operator_pod_report)
@@ -208,9 +236,9 @@ def deletion_progress() -> Progress:
     return f"tenant={tenant_phase} namespace={namespace_phase}", not tenant and not namespace
 
 
-def demo(cluster: LocalCluster) -> None:
+def demo(cluster: LocalCluster, backend: str) -> None:
     started = time.monotonic()
-    install_operator()
+    install_operator(backend)
 
     step("Create the guide's example Tenant")
     kubectl("apply", "-f", str(SAMPLE))
@@ -238,6 +266,9 @@ def demo(cluster: LocalCluster) -> None:
         "get", "deployments,statefulsets,services,persistentvolumeclaims,networkpolicies,resourcequotas",
         "-n", NAMESPACE,
     )  # fmt: skip
+    if backend == "flux":
+        step("Its release, installed by Flux from the HelmRelease the operator wrote")
+        kubectl("get", "helmreleases", "-n", NAMESPACE)
     step(f"Done in {time.monotonic() - started:.0f}s. The tenant and the operator keep running:")
     print(
         f"  export KUBECONFIG={cluster.kubeconfig} PATH={cluster.bin}:$PATH\n"
@@ -275,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_cluster.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--clean", action="store_true", help="remove what the demo made")
     parser.add_argument(
+        "--backend",
+        choices=["helm", "flux"],
+        default="helm",
+        help="who installs the tenant's release: the operator's Helm, or Flux from a HelmRelease",
+    )
+    parser.add_argument(
         "--state", type=Path, default=REPO / ".cluster", help="the local cluster's state directory"
     )
     options = parser.parse_args(argv)
@@ -284,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.clean:
         clean()
     else:
-        demo(cluster)
+        demo(cluster, options.backend)
     return 0
 
 
