@@ -12,6 +12,7 @@ from pytest_helm_charts.utils import wait_for_objects_condition
 
 from tests.conftest import Kube
 from tests.e2e.operator_process import (
+    SMALL_WORKLOAD,
     Tenants,
     create_api_key_secret,
     helm_revision,
@@ -64,12 +65,22 @@ def test_the_guides_example_runs_through_a_helm_release(
     name = unique("flux")
     tenants.apply(sample_tenant(name))
     create_api_key_secret(kube, tenants, f"tenant-{name}")
-    seen = wait_until(
-        lambda: tenants.get(name) if tenants.status(name).get("phase") else None, what="a status"
-    )
-    if seen["status"]["phase"] in ("Pending", "Provisioning"):
-        assert kstatus(seen) == "InProgress", seen["status"]
-    status = tenants.wait_for_phase(name, "Running", timeout=240)
+    # Every state the Tenant goes through on its way to Running, as GitOps tools would read it.
+    verdicts: dict[str, set[str]] = {}
+
+    def running() -> dict[str, Any] | None:
+        tenant = tenants.get(name) or {}
+        phase = tenant.get("status", {}).get("phase")
+        if phase:
+            verdicts.setdefault(phase, set()).add(kstatus(tenant))
+        return tenant["status"] if phase == "Running" else None
+
+    try:
+        status = wait_until(running, timeout=240, every=0.2, what=f"tenant {name} to run")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; seen {verdicts}; now {tenants.status(name)}") from None
+    assert verdicts.get("Provisioning") == {"InProgress"}, verdicts
+    assert verdicts.get("Running") == {"Current"}, verdicts
 
     hr = wait_released(kube_cluster, name)
     assert hr["spec"]["releaseName"] == name
@@ -94,6 +105,17 @@ def test_the_guides_example_runs_through_a_helm_release(
     assert manifest.count("kind: NetworkPolicy") == len(policies)
     reasons = {event["reason"] for event in tenants.events(name)}
     assert {"NamespaceCreated", "Installing", "Installed"} <= reasons, reasons
+    tenants.delete(name, timeout=240)
+
+
+def test_updates_roll_through_the_helm_release_and_delete_leaves_nothing(
+    kube: Kube, tenants: Tenants, kube_cluster: Cluster
+) -> None:
+    name = unique("flux-update")
+    tenants.apply(small_tenant(name, server={"replicas": 2, "resources": SMALL_WORKLOAD}))
+    tenants.wait_for_phase(name, "Running", timeout=240)
+    wait_released(kube_cluster, name)
+    assert helm_revision(kube, name) == 1
 
     # An update rolls through the HelmRelease: a new generation, one more revision.
     patch = '{"spec":{"server":{"replicas":1}}}'
@@ -119,10 +141,10 @@ def test_the_guides_example_runs_through_a_helm_release(
     assert json.loads(replicas.stdout)["spec"]["replicas"] == 1
 
     # Over budget: Failed with the numbers, and the HelmRelease is not touched.
-    kube.kubectl("patch", "tenant", name, "--type=merge", "-p", '{"spec":{"server":{"replicas":40}}}')
+    kube.kubectl("patch", "tenant", name, "--type=merge", "-p", '{"spec":{"server":{"replicas":80}}}')
     failed = tenants.wait_for_phase(name, "Failed", timeout=120)
     assert failed["release"]["reason"] == "BudgetExceeded", failed["release"]
-    assert "cpu" in failed["release"]["message"].lower() and "40" in failed["release"]["message"]
+    assert "request 1640m during a rollout but the quota allows 1" in failed["release"]["message"]
     assert failed["observedGeneration"] == 3
     assert kstatus(tenants.get(name) or {}) == "Failed"
     untouched = helm_release(kube_cluster, name)
