@@ -72,6 +72,7 @@ def operator(kube: Kube) -> Iterator[HelmOperator]:
         operator.cleanup(timeout=120)
     finally:
         operator.stop()
+        operator.remove_placement_policy()
         print(f"helm-operator log: {operator.log}")
 
 
