@@ -7,11 +7,14 @@ bench.neurallog.io/v1): release `<name>` in namespace `tenant-<name>`, values = 
 therefore does not do, next to ours: no NetworkPolicies (it runs no post-renderer: the release keeps the
 carrier ConfigMap `tenant-network-policy` instead), no cluster-scoped Tenant and no namespace of its own
 making (the bench creates the labelled namespace first), no budget or image checks before Helm, and
-"deployed" means the Helm call returned, not that the workloads are Ready.
+"deployed" means the Helm call returned, not that the workloads are Ready. Its status holds the whole
+rendered manifest (status.deployedRelease.manifest, 15 KB a tenant here), the Secret `redis-auth` with its
+password included: whoever may read the resource reads the password.
 
 The chart's Redis password comes from `lookup` or a random string; the helm-operator decides on every
 reconcile whether to upgrade by a dry-run upgrade, so bench/helm_operator/watches.yaml sets
-`dryRunOption: server` (else every reconcile is a real upgrade with a new password).
+`dryRunOption: server` (without it, every reconcile is a real upgrade: a new revision each time, seen
+2-3 s apart whatever the reconcile period; the real upgrade reads the password back, so it stays).
 
     from helm_operator import HelmOperator
     operator = HelmOperator(reconcile_period="1m", kwok=True)
