@@ -46,6 +46,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -53,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -204,9 +206,11 @@ class Cluster:
 
     def api_requests(self) -> float:
         """The API server's apiserver_request_total, all series summed (read without a subprocess)."""
-        response = self.api.call_api(
-            "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False, response_type=None
-        )[0]
+        method, url, headers, _, _ = self.api.param_serialize(
+            "GET", "/metrics", auth_settings=["BearerToken"]
+        )
+        response = self.api.call_api(method, url, header_params=headers)
+        response.read()
         total = 0.0
         for line in response.data.decode().splitlines():
             if line.startswith("apiserver_request_total{"):
@@ -244,11 +248,15 @@ def kwok_nodes(largest_n: int) -> list[dict[str, Any]]:
 def placement_policy() -> list[dict[str, Any]]:
     """Pods created in the bench's namespaces go to its KWOK nodes: a toleration and a nodeSelector added at
     admission (the tenant chart has neither value)."""
-    toleration = ", ".join(f'{key}: "{value}"' for key, value in {**KWOK_TAINT, "operator": "Equal"}.items())
+    fields = ", ".join(f'{key}: "{value}"' for key, value in {**KWOK_TAINT, "operator": "Equal"}.items())
+    toleration = f"Object.spec.tolerations{{{fields}}}"
     selector = ", ".join(f'"{key}": "{value}"' for key, value in BENCH_LABEL.items())
+    # JSON patches: nodeSelector and tolerations are atomic, which an apply configuration may not change.
     expression = (
-        f"Object{{spec: Object.spec{{nodeSelector: {{{selector}}}, "
-        f"tolerations: [Object.spec.tolerations{{{toleration}}}]}}}}"
+        f'[JSONPatch{{op: "add", path: "/spec/nodeSelector", value: {{{selector}}}}}] + '
+        f"(has(object.spec.tolerations) "
+        f'? [JSONPatch{{op: "add", path: "/spec/tolerations/-", value: {toleration}}}] '
+        f': [JSONPatch{{op: "add", path: "/spec/tolerations", value: [{toleration}]}}])'
     )
     return [
         {
@@ -269,14 +277,12 @@ def placement_policy() -> list[dict[str, Any]]:
                 "matchConditions": [
                     {
                         "name": "bench-namespace",
-                        "expression": f'namespaceObject.metadata.name.startsWith("{NAMESPACE_PREFIX}")',
+                        "expression": f'request.namespace.startsWith("{NAMESPACE_PREFIX}")',
                     }
                 ],
                 "failurePolicy": "Fail",
                 "reinvocationPolicy": "Never",
-                "mutations": [
-                    {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}}
-                ],
+                "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}],
             },
         },
         {
@@ -478,6 +484,10 @@ class Contestant:
     def helm_calls(self) -> float | None:
         return None
 
+    def helm_commands(self) -> dict[str, float]:
+        """Helm calls by command, where the contestant counts them."""
+        return {}
+
     def api_requests(self) -> float | None:
         return None
 
@@ -544,6 +554,18 @@ class Ours(Contestant):
 
     def helm_calls(self) -> float | None:
         return self.operator.metric("tenant_operator_helm_calls_total") if self.operator else None
+
+    def helm_commands(self) -> dict[str, float]:
+        assert self.operator is not None
+        url = f"http://127.0.0.1:{self.operator.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        commands: dict[str, float] = {}
+        for series in re.finditer(
+            r'^tenant_operator_helm_calls_total\{command="([^"]+)"[^}]*\} (\S+)$', text, re.M
+        ):
+            commands[series[1]] = commands.get(series[1], 0) + float(series[2])
+        return commands
 
     def api_requests(self) -> float | None:
         return self.operator.metric("tenant_operator_api_requests_total") if self.operator else None
@@ -684,28 +706,34 @@ class FluxHelmController(Contestant):
 
 
 class HelmOperatorSdk(Contestant):
-    """operator-sdk's helm-operator, through bench/helm_operator.py (written separately). The hook expects
-    of that module: `start(concurrency) -> handle` with `.pid`, `.create(names)` (N namespaced twin CRs in
-    pre-created, labelled namespaces tenant-<name>), `.deployed(name) -> bool`, `.cleanup(names)` and
-    `.stop()`. Until the module lands the contestant is skipped with a message."""
+    """operator-sdk's helm-operator, through bench/helm_operator.py: its `start(concurrency)` returns a
+    handle with `.pid`, `.create(names, spec)` (the namespaces tenant-<name>, labelled, then a twin CR in
+    each), `.deployed(name)`, `.cleanup(names)` and `.stop()`. Skipped with a message where that module or
+    its binary is missing."""
 
     name = "helm-operator"
-    note = "operator-sdk helm-operator, namespaced twin CR; no post-renderer: no NetworkPolicies"
+    note = (
+        "operator-sdk's helm-operator v1.42.3 (bench/helm_operator.py): a namespaced twin CR in a namespace "
+        "the harness makes, dryRunOption server, reconcile period 1m; no post-renderer: no NetworkPolicies"
+    )
 
     def start(self, concurrency: int) -> None:
         try:
             module = importlib.import_module("helm_operator")
         except ImportError as error:
             raise UnavailableError("bench/helm_operator.py has not landed yet") from error
-        self.handle = module.start(concurrency)
+        try:
+            self.handle = module.start(concurrency)
+        except FileNotFoundError as error:  # its binary (make binaries builds it)
+            raise UnavailableError(f"the helm-operator cannot start: {error}") from error
 
     def create(self, names: list[str]) -> None:
-        self.handle.create(names)
+        self.handle.create(names, lambda name: tenant(name)["spec"])
         threading.Thread(target=self._stamp, args=(names,), daemon=True).start()
 
     def _stamp(self, names: list[str]) -> None:
-        waiting = set(names)
-        while waiting:
+        waiting, deadline = set(names), time.monotonic() + timeout_for(len(names))
+        while waiting and time.monotonic() < deadline:
             for name in [name for name in waiting if self.handle.deployed(name)]:
                 self.watcher.stamp_said(f"tenant-{name}")
                 waiting.discard(name)
@@ -754,6 +782,7 @@ class Run:
     peak_main_mib: float | None = None
     peak_tree_mib: float = 0.0
     helm_calls: float | None = None
+    helm_commands: dict[str, float] = field(default_factory=dict)
     operator_api_requests: float | None = None
     apiserver_requests: float = 0.0
     apiserver_cpu: float = 0.0
@@ -828,6 +857,7 @@ def run_once(
         main = contestant.main_pid()
         run.peak_main_mib = vm_hwm_bytes(main) / 2**20 if main else None
         run.helm_calls = contestant.helm_calls()
+        run.helm_commands = {command: calls for command, calls in contestant.helm_commands().items() if calls}
         run.operator_api_requests = contestant.api_requests()
         said = [watcher.said_at(ns) for ns in namespaces]
         ready = [watcher.ready_at(ns) for ns in namespaces]
@@ -958,7 +988,10 @@ def report(runs: list[Run], arguments: argparse.Namespace, about: dict[str, str]
             "`make bench-scale` makes the official ones.",
             "",
         ]
+    loads = [run.load_before for run in runs]
     lines += ["Machine: " + "; ".join(f"{key} {value}" for key, value in about.items()), ""]
+    if loads:
+        lines += [f"1-minute load average before the runs: {min(loads):.2f} to {max(loads):.2f}.", ""]
     lines += [
         "Each cell: median over the repetitions (min-max). *all Running*: from `kubectl create` of the N "
         "objects until every tenant is said done by its contestant **and** its Deployment and StatefulSet "
