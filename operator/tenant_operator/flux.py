@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.api import ReleaseStatus
 from tenant_operator.kube import Kube
@@ -268,7 +269,14 @@ async def hand_back(kube: Kube, namespace: str, name: str) -> bool:
     """Detach a tenant's release from the HelmRelease that the flux backend wrote, for the helm backend to
     carry on with (a switch of backends): suspended (Flux then uninstalls nothing), its finalizer dropped, and
     deleted. The release and its objects stay as they are. False when there was no HelmRelease."""
-    if await kube.get_helm_release(namespace, name) is None:
+    try:
+        if await kube.get_helm_release(namespace, name) is None:
+            return False
+    except ApiException as error:
+        if error.status != 403:
+            raise
+        # Not readable here (an operator chart from before the flux backend): there is none of ours.
+        logger.debug("HelmReleases of %s are not readable: %s", namespace, error.reason)
         return False
     detach = {"spec": {"suspend": True}, "metadata": {"finalizers": None}}
     await kube.patch_helm_release(namespace, name, detach, FIELD_MANAGER)

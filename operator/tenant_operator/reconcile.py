@@ -222,7 +222,9 @@ async def install(
         return await context.flux.apply(
             name, namespace, values, generation=generation, applied_hash=wanted, force=force
         )
-    if await hand_back(context.kube, namespace, name):
+    previous = current_status(body).release
+    # A release made before (revision > 0) may have been Flux's, if the flux backend ran: take it back.
+    if previous.revision and await hand_back(context.kube, namespace, name):
         message = f"Release {name} taken over from Flux's HelmRelease by the operator's Helm"
         context.events.post(body, "Normal", "HelmReleaseRemoved", message)
     release = await context.helm.upgrade(name, namespace, values)

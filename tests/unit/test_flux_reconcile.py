@@ -456,13 +456,23 @@ def test_the_helm_backend_takes_a_release_back_from_a_helm_release_before_upgrad
     world = World(kube=RecordingKube())
     world.helm.calls = world.kube.calls
     world.kube.helm_releases[KEY] = helm_release_of(2)
-    asyncio.run(reconcile.reconcile(world.context(), tenant(), retry=0))
+    installed_by_flux = {"release": {"name": "acme", "revision": 3, "state": "Deployed", "appliedHash": "x"}}
+    asyncio.run(reconcile.reconcile(world.context(), tenant(installed_by_flux), retry=0))
     assert world.kube.calls == ["patch-helmrelease", "delete-helmrelease", "upgrade"]
     assert isinstance(world.kube, RecordingKube)
     assert world.kube.patches == [("tenant-acme", "acme", HAND_BACK)]
     assert ("Normal", "HelmReleaseRemoved") in world.events.posted
     last = world.reporter.reports[-1][1]
     assert last is not None and last.state == "Deployed"
+
+
+def test_a_first_install_looks_for_no_helm_release() -> None:
+    """A tenant without a release never had a HelmRelease (nor, maybe, the right to read one yet)."""
+    world = World(kube=RecordingKube())
+    world.helm.calls = world.kube.calls
+    world.kube.helm_releases[KEY] = helm_release_of(2)
+    asyncio.run(reconcile.reconcile(world.context(), tenant(), retry=0))
+    assert world.kube.calls == ["upgrade"]
 
 
 def test_the_helm_backend_without_a_helm_release_just_upgrades() -> None:
