@@ -410,12 +410,18 @@ class HelmOperator:
         pairs = (line.split("/", 1) for line in out.split() if "/" in line)
         return {(namespace, name) for namespace, name in pairs}
 
+    def _namespaces_made(self) -> list[str]:
+        """The tenant names of the namespaces this module made (label MADE_BY)."""
+        selector = ",".join(f"{k}={v}" for k, v in MADE_BY.items())
+        out = self.kubectl("get", "namespaces", "-l", selector, "-o", "name")
+        return [line.removeprefix("namespace/tenant-") for line in out.split()]
+
     def cleanup(self, names: list[str] | None = None, timeout: float = 600) -> None:
         """The TenantReleases (all this module made when `names` is None) deleted through the helm-operator,
         which uninstalls their releases; without a running helm-operator their finalizers are dropped
         instead. Then their namespaces are deleted (not waited for)."""
         if names is None:
-            names = sorted(name for _ns, name in self._listed())
+            names = sorted({name for _ns, name in self._listed()} | set(self._namespaces_made()))
         if not names:
             return
         if self.process is None or self.process.poll() is not None:
