@@ -27,7 +27,7 @@ from tenant_operator.namespace import (
     role_binding,
 )
 from tenant_operator.release import HelmError, desired_hash
-from tenant_operator.reporting import current_status
+from tenant_operator.reporting import current_status, reported
 from tenant_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ async def reconcile(
     metadata = body["metadata"]
     name, generation = metadata["name"], int(metadata.get("generation", 0))
     previous = current_status(body)
-    if not body.get("status"):  # seen for the first time: say so before anything is made
+    if not reported(body):  # seen for the first time: say so before anything is made
         seen = ReleaseStatus(state="Pending", reason="Accepted", message="Creating the tenant's namespace")
         await context.reporter.report(name, release=seen, observed_generation=0)
     spec, namespace = await prepare(context, body, previous, retry)

@@ -49,6 +49,11 @@ def current_status(tenant: Mapping[str, Any]) -> TenantStatus:
         return TenantStatus()
 
 
+def reported(tenant: Mapping[str, Any]) -> bool:
+    """Whether an operator wrote the Tenant's status already (the CRD defaults observedGeneration to 0)."""
+    return bool(set(tenant.get("status") or {}) - {"observedGeneration"})
+
+
 def tenant_spec(tenant: Mapping[str, Any]) -> TenantSpec | None:
     """The Tenant's spec as the models read it; None when it is invalid (the reconciliation says why)."""
     try:
@@ -127,7 +132,7 @@ class Reporter:
             isolated=spec is None or spec.network_policy.enabled,
         )
         status = tenant_status(seen, previous, datetime.now(UTC).replace(microsecond=0))
-        if not same_status(status, previous) or not tenant.get("status"):
+        if not same_status(status, previous) or not reported(tenant):
             await self.kube.patch_tenant_status(name, status_patch(status))
             self._announce(tenant, previous, status)
         metrics.set_phase(name, status.phase)

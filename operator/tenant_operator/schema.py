@@ -115,7 +115,12 @@ def tenant_openapi_schema() -> JsonObject:
             "kind": {"type": "string", "description": "Kind of this object (Tenant)."},
             "metadata": {"type": "object"},
             "spec": _to_openapi(_model_schema(api.TenantSpec)),
-            "status": _to_openapi(_model_schema(api.TenantStatus), keep_defaults=False),
+            # A Tenant no operator has reported on yet reads as not observed (generation 1, observed 0):
+            # kstatus and the GitOps tools on it then say InProgress, not Current.
+            "status": {
+                **_to_openapi(_model_schema(api.TenantStatus), keep_defaults=False),
+                "default": {"observedGeneration": 0},
+            },
         },
         "x-kubernetes-validations": api.ROOT_RULES,
     }

@@ -251,3 +251,16 @@ def test_a_namespace_that_waits_for_an_administrator_is_failed(
     assert conditions(obj)["Stalled"] == ("True", "NamespaceNotOwned")
     assert conditions(obj)["Reconciling"][0] == "False"
     assert "neurallog.io/adopt" in seen[-1][2]
+
+
+def test_a_tenant_no_operator_has_seen_is_in_progress(kube: Kube, crd: None) -> None:
+    """Before any operator writes its status, the CRD's default (observedGeneration 0) already tells GitOps
+    tools that generation 1 is not reconciled: InProgress, not the Current that no status would read."""
+    tenant = small_tenant(unique("unseen"))
+    created = kube.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(tenant))
+    obj = json.loads(created.stdout)
+    assert obj["status"] == {"observedGeneration": 0}
+    verdict = kstatus_result(obj)
+    assert verdict["status"] == "InProgress", verdict
+    without = {key: value for key, value in obj.items() if key != "status"}
+    assert kstatus_result(without)["status"] == "Current", "the trap the default closes"
