@@ -17,6 +17,7 @@ be none, and the time until it knows every tenant Running again), then each cont
 idle (--idle-seconds) and its CPU and the API requests are measured.
 
 Contestants (--contestants): `ours` (the operator as a process, helm backend, as the chart's account),
+`ours-flux` (the same with the flux backend: its HelmReleases installed by the Flux of `flux`),
 `floor` (N `helm upgrade --install` of charts/tenant through the same post-renderer, the operator's own Helm
 code with the same concurrency, no operator), `flux` (Flux's helm-controller of the local cluster,
 HelmReleases of the chart served by its HelmRepository; its concurrency is the local cluster's, 4),
@@ -73,6 +74,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from local_cluster.cluster import KWOK_TAINT, LocalCluster  # noqa: E402
 from local_cluster.flux import HELM_CONTROLLER, SOURCE_CONTROLLER, ensure_flux, publish_chart  # noqa: E402
+from local_cluster.flux import NAMESPACE as FLUX_NAMESPACE  # noqa: E402
+from local_cluster.flux import REPOSITORY as FLUX_REPOSITORY  # noqa: E402
 from tenant_operator.flux import chart_version  # noqa: E402
 from tenant_operator.namespace import namespace_labels  # noqa: E402
 from tenant_operator.release import Helm, HelmError  # noqa: E402
@@ -85,7 +88,6 @@ CHART = REPO / "charts" / "tenant"
 OPERATOR_CHART = REPO / "charts" / "tenant-operator"
 CRD = OPERATOR_CHART / "crds" / "tenants.neurallog.io.yaml"
 # The operator chart with no operator pod, for its ServiceAccount, roles and guard (as the e2e tier does).
-RBAC_RELEASE, RBAC_NAMESPACE = "scale-tenant-operator", "scale-operator"
 PREFIX = "scale-"  # tenant names; their namespaces are tenant-scale-*
 NAMESPACE_PREFIX = f"tenant-{PREFIX}"
 BENCH_LABEL = {"neurallog.io/bench": "scale"}
@@ -502,6 +504,25 @@ class Contestant:
     def stop(self) -> None:
         """Stopped (after cleanup)."""
 
+    @classmethod
+    def prepare(cls, cluster: Cluster) -> None:
+        """What the contestant needs in the cluster for the whole bench."""
+
+    @classmethod
+    def unprepare(cls, cluster: Cluster) -> None:
+        """Takes away what `prepare` made."""
+
+
+def start_flux(cluster: Cluster) -> str:
+    """Flux's controllers running, charts/tenant served at the version the operator's flux backend asks for
+    (returned), their peak memory reset."""
+    ensure_flux()
+    version = chart_version(CHART)
+    publish_chart(CHART, version)
+    for controller in (HELM_CONTROLLER, SOURCE_CONTROLLER):
+        reset_peak(cluster.pid(controller))
+    return version
+
 
 class Ours(Contestant):
     name = "ours"
@@ -515,30 +536,41 @@ class Ours(Contestant):
         self.concurrency = 4
         self.tenants = 0
 
-    @staticmethod
-    def prepare(cluster: Cluster) -> None:
+    # The operator chart with no operator pod, for its ServiceAccount, roles and guard (as the e2e tier does).
+    rbac_release, rbac_namespace = "scale-tenant-operator", "scale-operator"
+    chart_values: tuple[str, ...] = ()
+
+    @classmethod
+    def prepare(cls, cluster: Cluster) -> None:
         """The CRD and the operator chart's RBAC and guard (replicas 0), once per bench."""
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
         cluster.kubectl("wait", "--for=condition=Established", "crd/tenants.neurallog.io", "--timeout=60s")
         cluster.kube.helm(
-            "upgrade", "--install", RBAC_RELEASE, str(OPERATOR_CHART), "--namespace", RBAC_NAMESPACE,
-            "--create-namespace", "--skip-crds", "--set", "replicas=0", "--wait",
+            "upgrade", "--install", cls.rbac_release, str(OPERATOR_CHART), "--namespace", cls.rbac_namespace,
+            "--create-namespace", "--skip-crds", "--set", "replicas=0", *cls.chart_values, "--wait",
         )  # fmt: skip
 
-    @staticmethod
-    def unprepare(cluster: Cluster) -> None:
-        cluster.kube.helm("uninstall", RBAC_RELEASE, "--namespace", RBAC_NAMESPACE, "--wait", check=False)
-        cluster.kubectl(
-            "delete", "namespace", RBAC_NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False
+    @classmethod
+    def unprepare(cls, cluster: Cluster) -> None:
+        cluster.kube.helm(
+            "uninstall", cls.rbac_release, "--namespace", cls.rbac_namespace, "--wait", check=False
         )
+        cluster.kubectl(
+            "delete", "namespace", cls.rbac_namespace, "--ignore-not-found", "--timeout=120s", check=False
+        )
+
+    def settings(self, concurrency: int) -> dict[str, str]:
+        return {"TENANT_OPERATOR_CONCURRENCY": str(concurrency)}
 
     def start(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        workdir = Path(tempfile.mkdtemp(prefix="ours-", dir=self.workdir))
-        account = ServiceAccount.of_release(self.cluster.kube, RBAC_RELEASE, RBAC_NAMESPACE, workdir)
+        workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
+        account = ServiceAccount.of_release(
+            self.cluster.kube, self.rbac_release, self.rbac_namespace, workdir
+        )
         self.operator = Operator(self.cluster.kube, workdir, account)
         self.operator.log_level = "info"
-        self.operator.extra_settings = {"TENANT_OPERATOR_CONCURRENCY": str(concurrency)}
+        self.operator.extra_settings = self.settings(concurrency)
         self.operator.start()
 
     def create(self, names: list[str]) -> None:
@@ -602,6 +634,39 @@ class Ours(Contestant):
             self.operator = None
 
 
+class OursFlux(Ours):
+    name = "ours-flux"
+    note = (
+        "operator process, flux backend: each release checked with the post-renderer's code (helm template), "
+        "then a HelmRelease that the `flux` contestant's helm-controller installs; CPU and memory: the "
+        "operator with Flux's two controllers"
+    )
+    concurrency_fixed = 4  # Flux's, which installs (see FluxHelmController); the operator's follows it
+    rbac_release, rbac_namespace = "scale-flux-tenant-operator", "scale-flux-operator"
+    chart_values = (
+        "--set", "backend=flux",
+        "--set", f"flux.source.name={FLUX_REPOSITORY}",
+        "--set", f"flux.source.namespace={FLUX_NAMESPACE}",
+    )  # fmt: skip
+
+    def settings(self, concurrency: int) -> dict[str, str]:
+        return super().settings(concurrency) | {
+            "TENANT_OPERATOR_BACKEND": "flux",
+            "TENANT_OPERATOR_FLUX_SOURCE_NAME": FLUX_REPOSITORY,
+            "TENANT_OPERATOR_FLUX_SOURCE_NAMESPACE": FLUX_NAMESPACE,
+        }
+
+    def start(self, concurrency: int) -> None:
+        start_flux(self.cluster)
+        super().start(concurrency)
+
+    def flux_pids(self) -> list[int]:
+        return [self.cluster.pid(HELM_CONTROLLER), self.cluster.pid(SOURCE_CONTROLLER)]
+
+    def roots(self) -> list[int]:
+        return super().roots() + self.flux_pids()
+
+
 class Floor(Contestant):
     name = "floor"
     note = "N `helm upgrade --install` through the post-renderer (the operator's Helm code), no operator"
@@ -662,12 +727,8 @@ class FluxHelmController(Contestant):
     concurrency_fixed = 4  # local_cluster.flux starts its controllers with --concurrent=4
 
     def start(self, concurrency: int) -> None:
-        info = ensure_flux()
-        self.version = chart_version(CHART)
-        publish_chart(CHART, self.version)
-        self.source = {"kind": "HelmRepository", "name": info.repository, "namespace": info.namespace}
-        for pid in self.roots():
-            reset_peak(pid)
+        self.version = start_flux(self.cluster)
+        self.source = {"kind": "HelmRepository", "name": FLUX_REPOSITORY, "namespace": FLUX_NAMESPACE}
 
     def helm_release(self, name: str) -> dict[str, Any]:
         return {
@@ -758,7 +819,7 @@ class UnavailableError(Exception):
 
 
 CONTESTANTS: dict[str, type[Contestant]] = {
-    kind.name: kind for kind in (Ours, Floor, FluxHelmController, HelmOperatorSdk)
+    kind.name: kind for kind in (Ours, OursFlux, Floor, FluxHelmController, HelmOperatorSdk)
 }
 
 
@@ -1142,7 +1203,9 @@ def main() -> int:
         "--n", type=numbers, default=(1, 10, 100), help="tenants created at once, comma-separated"
     )
     parser.add_argument(
-        "--contestants", default="ours,floor,flux,helm-operator", help=f"of {', '.join(CONTESTANTS)}"
+        "--contestants",
+        default="ours,ours-flux,floor,flux,helm-operator",
+        help=f"of {', '.join(CONTESTANTS)}",
     )
     parser.add_argument("--repetitions", type=int, default=1, help="runs per point, interleaved")
     parser.add_argument("--concurrency", type=int, default=4, help="the headline concurrency")
@@ -1175,15 +1238,16 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-scale-") as workdir,
         on_kwok(cluster, max(n for n, _ in points)),
     ):
-        watcher = Watcher(cluster, tenants="ours" in chosen, flux="flux" in chosen)
-        if "ours" in chosen:
-            Ours.prepare(cluster)
-        contestants = [CONTESTANTS[name](cluster, watcher, Path(workdir)) for name in chosen]
+        watcher = Watcher(cluster, tenants=bool({"ours", "ours-flux"} & set(chosen)), flux="flux" in chosen)
+        kinds = [CONTESTANTS[name] for name in chosen]
         try:
+            for kind in kinds:
+                kind.prepare(cluster)
+            contestants = [kind(cluster, watcher, Path(workdir)) for kind in kinds]
             measure(contestants, points, arguments, lambda run: save(run, runs, about, arguments.out))
         finally:
-            if "ours" in chosen:
-                Ours.unprepare(cluster)
+            for kind in kinds:
+                kind.unprepare(cluster)
     text = report(runs, arguments, about)
     print(text)
     (arguments.out / "scale.md").write_text(text)
