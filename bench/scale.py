@@ -21,7 +21,7 @@ Contestants (--contestants): `ours` (the operator as a process, helm backend, as
 `floor` (N `helm upgrade --install` of charts/tenant through the same post-renderer, the operator's own Helm
 code with the same concurrency, no operator), `flux` (Flux's helm-controller of the local cluster,
 HelmReleases of the chart served by its HelmRepository; its concurrency is the local cluster's, 4),
-`helm-operator` (operator-sdk's, from bench/helm_operator.py once it exists). Equal knobs: the same chart
+`helm-operator` (operator-sdk's, through bench/helm_operator.py). Equal knobs: the same chart
 and small spec (no secretKeyRef), the same concurrency, nobody waits (no --wait, disableWait).
 
 Pods land on KWOK nodes (no containers): the harness adds KWOK nodes of its own (tainted like the
