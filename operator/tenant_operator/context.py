@@ -1,9 +1,10 @@
-"""What every handler works with, made once at start: settings, Helm, API client, status reporter."""
+"""What every handler works with, made once at start: settings, Helm, API client, cache, status reporter."""
 
 from dataclasses import dataclass
 
 import kopf
 
+from tenant_operator.cache import Cache
 from tenant_operator.events import EventRecorder
 from tenant_operator.flux import Flux
 from tenant_operator.kube import Kube, load_configuration
@@ -17,6 +18,7 @@ class Context:
     settings: Settings
     helm: Helm
     kube: Kube
+    cache: Cache
     reporter: Reporter
     events: EventRecorder
     flux: Flux | None = None  # the flux backend (settings.backend); None: the helm backend
@@ -31,11 +33,13 @@ class Context:
         kube = Kube(load_configuration(), settings.api_qps, settings.api_burst)
         events = EventRecorder(kube)
         helm = Helm(settings)
+        cache = Cache()
         return cls(
             settings=settings,
             helm=helm,
             kube=kube,
-            reporter=Reporter(kube, events, settings.secret_recheck_seconds),
+            cache=cache,
+            reporter=Reporter(kube, cache, events, settings.secret_recheck_seconds),
             events=events,
             flux=Flux(settings, helm, kube) if settings.backend == "flux" else None,
         )

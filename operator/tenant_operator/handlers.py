@@ -5,7 +5,7 @@ from typing import Any
 
 import kopf
 
-from tenant_operator import deletion, drift, metrics, reconcile
+from tenant_operator import cache, deletion, drift, metrics, reconcile
 from tenant_operator.api import GROUP, NAMESPACE_PREFIX, PLURAL, VERSION
 from tenant_operator.context import from_memo
 from tenant_operator.kube import HELM_RELEASES
@@ -31,8 +31,9 @@ RECONCILE_ANNOTATION = f"tenants.{GROUP}/reconcile"
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Kopf's own state under our API group, no events of kopf's own, watches filtered server-side."""
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Kopf's own state under our API group, no events of kopf's own, watches filtered server-side; the
+    cache reads kopf's indices (kopf passes them to every handler by name)."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -43,12 +44,28 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     context = from_memo(memo)
+    context.cache.bind(kwargs)
     memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
     settings.queueing.worker_limit = 16 * context.settings.concurrency
     for plural in (*WATCHED, HELM_RELEASES[2]):
         settings.watching.label_selectors[plural] = ",".join(
             f"{key}={value}" for key, value in PART_OF.items()
         )
+
+
+# The cache's indices (cache.py): kopf keeps them from its watches and runs no handler before they are full.
+@kopf.index(*TENANTS, id=cache.TENANTS)
+def tenant_index(body: kopf.Body, name: str | None, **_: Any) -> dict[str | None, cache.Object]:
+    return {name: cache.trim_tenant(body)}
+
+
+kopf.index("apps", "v1", "deployments", labels=PART_OF, id=cache.DEPLOYMENTS)(
+    cache.by_namespace(cache.trim_workload)
+)
+kopf.index("apps", "v1", "statefulsets", labels=PART_OF, id=cache.STATEFULSETS)(
+    cache.by_namespace(cache.trim_workload)
+)
+kopf.index("", "v1", "pods", labels=PART_OF, id=cache.PODS)(cache.by_namespace(cache.trim_pod))
 
 
 @kopf.on.resume(*TENANTS)

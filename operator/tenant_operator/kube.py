@@ -17,7 +17,6 @@ from tenant_operator.api import GROUP, PLURAL, VERSION
 
 T = TypeVar("T")
 Object = dict[str, Any]
-PART_OF_NEURALLOG = "app.kubernetes.io/part-of=neurallog"
 HELM_RELEASES = ("helm.toolkit.fluxcd.io", "v2", "helmreleases")  # group, version, plural
 
 
@@ -110,13 +109,11 @@ class Kube:
                 return None
             raise
 
-    async def get_tenant(self, name: str) -> Object | None:
-        return await self._get_or_none(self.custom.get_cluster_custom_object, GROUP, VERSION, PLURAL, name)
-
-    async def patch_tenant_status(self, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the status subresource (lists such as conditions are replaced whole)."""
+    async def patch_tenant_status(self, name: str, status: Mapping[str, Any]) -> Object | None:
+        """Merge-patch the status subresource (lists such as conditions are replaced whole); the Tenant as
+        written, None when it is gone."""
         try:
-            await self._call(
+            response = await self._call(
                 self.custom.patch_cluster_custom_object_status,
                 GROUP,
                 VERSION,
@@ -124,10 +121,13 @@ class Kube:
                 name,
                 {"status": status},
                 _content_type="application/merge-patch+json",
+                _preload_content=False,
             )
         except ApiException as error:
             if not is_status(error, 404):  # the Tenant is gone: nothing to report on
                 raise
+            return None
+        return _json(response)
 
     async def create_event(self, event: Mapping[str, Any]) -> bool:
         """Create an event; False when one of that name exists."""
@@ -189,19 +189,6 @@ class Kube:
         if kind == "HelmRelease":
             return await self.get_helm_release(namespace, name)
         return await self._get_or_none(readers[kind], name, namespace)
-
-    async def get_deployment(self, namespace: str, name: str) -> Object | None:
-        return await self._get_or_none(self.apps.read_namespaced_deployment, name, namespace)
-
-    async def get_statefulset(self, namespace: str, name: str) -> Object | None:
-        return await self._get_or_none(self.apps.read_namespaced_stateful_set, name, namespace)
-
-    async def list_pods(self, namespace: str) -> list[Object]:
-        response = await self._call(
-            self.core.list_namespaced_pod, namespace, label_selector=PART_OF_NEURALLOG, _preload_content=False
-        )
-        items: list[Object] = _json(response).get("items", [])
-        return items
 
     async def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, frozenset[str] | None]:
         """The keys of each named Secret (None when it does not exist; left out when it may not be read); the

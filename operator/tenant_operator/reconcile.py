@@ -264,7 +264,7 @@ async def follow(context: Context, name: str, helm_release: Mapping[str, Any]) -
     """The flux backend: a tenant's HelmRelease changed; its status becomes the Tenant's release status,
     while it holds the Tenant's current spec (one written for an older spec, or kept while a newer one was
     refused, speaks for nothing)."""
-    tenant = await context.kube.get_tenant(name)
+    tenant = context.cache.tenant(name)
     if tenant is None or "deletionTimestamp" in tenant["metadata"]:
         return
     generation = int(tenant["metadata"].get("generation", 0))
@@ -279,7 +279,7 @@ async def follow(context: Context, name: str, helm_release: Mapping[str, Any]) -
 async def repair(context: Context, name: str, drifted: Sequence[Drift]) -> None:
     """Objects of a tenant's release were deleted or changed by someone (drift.py): install the release
     again to put them back, unless they are back already. Errors reach the caller, which tries again."""
-    tenant = await context.kube.get_tenant(name)
+    tenant = context.cache.tenant(name)
     if tenant is None or "deletionTimestamp" in tenant["metadata"]:
         return
     release = current_status(tenant).release

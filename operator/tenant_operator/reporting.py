@@ -1,9 +1,10 @@
 """Writing Tenant.status: observe the workloads, derive the status (status.py), patch it when it changed.
 
 Reports are triggered by events (a Tenant reconciled; a Deployment, StatefulSet or pod of a tenant namespace
-changed), never by a per-tenant timer. Reports of one tenant run one at a time and coalesce: the events that
-arrive during a report cause exactly one more. The one exception to "no timer" is a missing secretKeyRef
-Secret, which no watched object reveals: while one is missing, the tenant is looked at again now and then.
+changed), never by a per-tenant timer; they read what the watches saw (cache.py), not the API server. Reports
+of one tenant run one at a time and coalesce: the events that arrive during a report cause exactly one more.
+The one exception to "no timer" is a missing secretKeyRef Secret, which no watched object reveals: while one
+is missing, the tenant is looked at again now and then.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from tenant_operator import metrics
 from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, namespace_for
+from tenant_operator.cache import Cache
 from tenant_operator.events import EventRecorder
 from tenant_operator.kube import Kube, Object
 from tenant_operator.status import (
@@ -67,6 +69,7 @@ class Reporter:
     """Derives and writes the status of tenants."""
 
     kube: Kube
+    cache: Cache
     events: EventRecorder
     secret_recheck_seconds: float
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -106,16 +109,16 @@ class Reporter:
     async def _report(
         self, name: str, *, release: ReleaseStatus | None = None, observed_generation: int | None = None
     ) -> TenantStatus | None:
-        tenant = await self.kube.get_tenant(name)
+        tenant = self.cache.tenant(name)
         if tenant is None:
             self.forget(name)
             return None
         previous = current_status(tenant)
         metadata = tenant["metadata"]
         namespace = namespace_for(name)
-        deployment = await self.kube.get_deployment(namespace, SERVER_DEPLOYMENT)
-        statefulset = await self.kube.get_statefulset(namespace, REDIS_STATEFULSET)
-        pods = await self.kube.list_pods(namespace) if deployment or statefulset else []
+        deployment = self.cache.deployment(namespace, SERVER_DEPLOYMENT)
+        statefulset = self.cache.statefulset(namespace, REDIS_STATEFULSET)
+        pods = self.cache.pods(namespace)
         spec = tenant_spec(tenant)
         missing = await self._missing_refs(spec, namespace)
         seen = Observation(
@@ -133,7 +136,7 @@ class Reporter:
         )
         status = tenant_status(seen, previous, datetime.now(UTC).replace(microsecond=0))
         if not same_status(status, previous) or not reported(tenant):
-            await self.kube.patch_tenant_status(name, status_patch(status))
+            self.cache.wrote(name, await self.kube.patch_tenant_status(name, status_patch(status)))
             self._announce(tenant, previous, status)
         metrics.set_phase(name, status.phase)
         self._recheck_while_missing(name, bool(missing))
@@ -173,6 +176,7 @@ class Reporter:
     def forget(self, name: str) -> None:
         """The tenant is gone: drop what is kept about it."""
         metrics.set_phase(name, None)
+        self.cache.forget(name)
         handle = self._rechecks.pop(name, None)
         if handle is not None:
             handle.cancel()

@@ -52,9 +52,6 @@ class FakeKube:
     async def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, name))
 
-    async def get_tenant(self, name: str) -> dict[str, Any] | None:
-        return self.tenant
-
     async def get_namespace(self, name: str) -> dict[str, Any] | None:
         namespace = self.namespaces.get(name)
         if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
@@ -116,6 +113,16 @@ class FakeKube:
 
 
 @dataclass
+class FakeCache:
+    """The watched Tenant is the one the fake API holds."""
+
+    kube: FakeKube
+
+    def tenant(self, name: str) -> dict[str, Any] | None:
+        return self.kube.tenant
+
+
+@dataclass
 class FakeReporter:
     reports: list[tuple[str, ReleaseStatus | None, int | None]] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
@@ -150,6 +157,7 @@ class World:
             settings=settings,
             helm=cast(Any, self.helm),
             kube=cast(Any, self.kube),
+            cache=cast(Any, FakeCache(self.kube)),
             reporter=cast(Any, self.reporter),
             events=cast(Any, self.events),
         )

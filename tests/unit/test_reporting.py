@@ -6,6 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from tenant_operator.cache import (
+    DEPLOYMENTS,
+    PODS,
+    STATEFULSETS,
+    TENANTS,
+    Cache,
+    trim_pod,
+    trim_tenant,
+    trim_workload,
+)
 from tenant_operator.reporting import Reporter
 
 SERVER = {
@@ -19,38 +29,48 @@ DEPLOYED = {"name": "acme", "revision": 1, "chartVersion": "0.1.0", "state": "De
 
 @dataclass
 class FakeKube:
+    """The API as the reporter sees it: a status patch answers with the Tenant written (a new
+    resourceVersion); the watch (`watch`) brings that version to the cache's index later."""
+
     tenant: dict[str, Any] | None
-    workloads: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {"deployment": SERVER, "statefulset": REDIS}
-    )
     secrets: dict[str, frozenset[str] | None] = field(default_factory=dict)
     patches: list[dict[str, Any]] = field(default_factory=list)
-    reads: int = 0
 
-    async def get_tenant(self, name: str) -> dict[str, Any] | None:
-        self.reads += 1
+    async def patch_tenant_status(self, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
         await asyncio.sleep(0.01)
-        return copy.deepcopy(self.tenant)
-
-    async def patch_tenant_status(self, name: str, status: Mapping[str, Any]) -> None:
         self.patches.append(dict(status))
         assert self.tenant is not None
         self.tenant["status"] = dict(status)
-
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.workloads.get("deployment")
-
-    async def get_statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.workloads.get("statefulset")
-
-    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        return []
+        metadata = self.tenant["metadata"]
+        metadata["resourceVersion"] = str(int(metadata.get("resourceVersion", "1")) + 1)
+        return copy.deepcopy(self.tenant)
 
     async def get_namespace(self, name: str) -> dict[str, Any] | None:
         return {"metadata": {"name": name}}
 
     async def secret_keys(self, namespace: str, names: Any) -> dict[str, frozenset[str] | None]:
         return {name: self.secrets.get(name) for name in names}
+
+
+class CountingCache(Cache):
+    """A cache over plain indices that counts the reports (each reads the Tenant once)."""
+
+    reads = 0
+
+    def tenant(self, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        return super().tenant(name)
+
+
+def cache_of(kube: FakeKube, pods: list[dict[str, Any]] | None = None) -> CountingCache:
+    """The indices as kopf fills them: the Tenant as the API holds it now, the workloads, the pods."""
+    indices = {
+        TENANTS: {"acme": [copy.deepcopy(kube.tenant)]} if kube.tenant else {},
+        DEPLOYMENTS: {"tenant-acme": [SERVER]},
+        STATEFULSETS: {"tenant-acme": [REDIS]},
+        PODS: {"tenant-acme": pods or []},
+    }
+    return CountingCache(indices=indices)
 
 
 @dataclass
@@ -69,16 +89,19 @@ def tenant(env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     }
 
 
-def reporter(kube: FakeKube, events: FakeEvents) -> Reporter:
-    return Reporter(cast(Any, kube), cast(Any, events), secret_recheck_seconds=0.05)
+def reporter(kube: FakeKube, events: FakeEvents, cache: Cache | None = None) -> Reporter:
+    cache = cache if cache is not None else cache_of(kube)
+    return Reporter(cast(Any, kube), cache, cast(Any, events), secret_recheck_seconds=0.05)
 
 
 def test_a_change_is_patched_and_announced_once() -> None:
+    """The second report, before the watch brought the status written, knows it from the patch's answer."""
     kube, events = FakeKube(tenant()), FakeEvents()
+    report = reporter(kube, events)
 
     async def twice() -> None:
-        await reporter(kube, events).report("acme")
-        await reporter(kube, events).report("acme")
+        await report.report("acme")
+        await report.report("acme")
 
     asyncio.run(twice())
     assert len(kube.patches) == 1
@@ -89,16 +112,16 @@ def test_a_change_is_patched_and_announced_once() -> None:
 def test_requests_during_a_report_make_one_more_report() -> None:
     kube, events = FakeKube(tenant()), FakeEvents()
 
-    async def burst() -> None:
-        report = reporter(kube, events)
+    async def burst(report: Reporter) -> None:
         for _ in range(20):
             report.request("acme")
             await asyncio.sleep(0)
         while report._tasks:
             await asyncio.sleep(0.01)
 
-    asyncio.run(burst())
-    assert kube.reads <= 2
+    cache = cache_of(kube)
+    asyncio.run(burst(reporter(kube, events, cache)))
+    assert 1 <= cache.reads <= 2
 
 
 def test_a_missing_secret_is_looked_for_again_until_it_exists() -> None:
@@ -125,3 +148,46 @@ def test_a_gone_tenant_is_forgotten() -> None:
     kube, events = FakeKube(None), FakeEvents()
     assert asyncio.run(reporter(kube, events).report("acme")) is None
     assert kube.patches == []
+
+
+def test_the_watch_catching_up_replaces_what_was_written() -> None:
+    """Once the index holds the version written (or a newer one), it is what the cache gives."""
+    kube = FakeKube(tenant() | {"metadata": {"name": "acme", "uid": "u", "generation": 1}})
+    cache = cache_of(kube)
+    written = asyncio.run(kube.patch_tenant_status("acme", {"phase": "Running"}))
+    cache.wrote("acme", written)
+    assert cache.tenant("acme") == trim_tenant(kube.tenant or {})
+    newer = copy.deepcopy(kube.tenant or {})
+    newer["metadata"]["resourceVersion"] = "7"
+    newer["spec"]["displayName"] = "Acme 2"
+    cast(dict[str, Any], cache.indices[TENANTS])["acme"] = [newer]
+    assert cache.tenant("acme") == newer
+    assert cache._written == {}
+    cast(dict[str, Any], cache.indices[TENANTS]).pop("acme")
+    cache.wrote("acme", written)
+    assert cache.tenant("acme") is None, "a Tenant the watch saw go is gone, whatever was written before"
+
+
+def test_pods_and_workloads_are_read_from_the_indices() -> None:
+    """A pod that cannot pull its image, as the watch saw it: the report says so without any read."""
+    pulling = {
+        "metadata": {"name": "neurallog-server-1", "labels": {"app": "neurallog-server"}},
+        "status": {
+            "containerStatuses": [
+                {"name": "server", "image": "x", "state": {"waiting": {"reason": "ImagePullBackOff"}}}
+            ]
+        },
+    }
+    kube, events = FakeKube(tenant()), FakeEvents()
+    status = asyncio.run(reporter(kube, events, cache_of(kube, [trim_pod(pulling)])).report("acme"))
+    assert status is not None and status.phase == "Degraded"
+    assert "ImagePullBackOff" in status.server_status.message
+
+
+def test_trimmed_objects_keep_what_the_status_reads() -> None:
+    workload = SERVER | {"metadata": SERVER["metadata"] | {"managedFields": [{"manager": "x"}] * 20}}
+    assert trim_workload(workload) == SERVER
+    assert "managedFields" not in trim_workload(workload)["metadata"]
+    body = tenant() | {"metadata": {"name": "acme", "annotations": {"big": "x" * 10000}, "generation": 3}}
+    assert trim_tenant(body)["metadata"] == {"name": "acme", "generation": 3}
+    assert trim_tenant(body)["spec"] == body["spec"]

@@ -1,0 +1,127 @@
+"""What the operator's watches saw last: Tenants, and the workloads and pods of tenant namespaces.
+
+An informer-style cache on kopf's indices: kopf fills them from the watch streams it keeps anyway, before
+any handler of the event runs, and runs no handler at all until every index has its initial listing. A
+status report therefore reads nothing from the API server. Objects are kept trimmed to what the status,
+the events and a reconciliation read (a whole pod or workload is ten times larger), so that a thousand
+tenants stay small in memory.
+
+The operator's own status writes are seen at once: the answer to a status patch is kept beside the index
+until the watch brings that version or a newer one.
+"""
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenant_operator.api import NAMESPACE_PREFIX
+
+logger = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+# kopf's index, read-only: a key -> the values the index function gave for it (one per object).
+Index = Mapping[Any, Iterable[Object]]
+
+TENANTS = "tenant_index"
+DEPLOYMENTS = "deployment_index"
+STATEFULSETS = "statefulset_index"
+PODS = "pod_index"
+INDICES = (TENANTS, DEPLOYMENTS, STATEFULSETS, PODS)
+
+
+def _pick(source: Mapping[str, Any] | None, keys: Iterable[str]) -> Object:
+    return {key: source[key] for key in keys if source is not None and key in source}
+
+
+def trim_tenant(body: Mapping[str, Any]) -> Object:
+    """A Tenant as the reporter, a reconciliation and the events read it (kopf's annotations left out)."""
+    kept = ("name", "uid", "generation", "resourceVersion", "deletionTimestamp")
+    metadata = _pick(body.get("metadata"), kept)
+    return {**_pick(body, ("apiVersion", "kind", "spec", "status")), "metadata": metadata}
+
+
+def trim_workload(body: Mapping[str, Any]) -> Object:
+    """A Deployment or StatefulSet as `status.workload_status` reads it."""
+    return {
+        "metadata": _pick(body.get("metadata"), ("name", "generation", "labels")),
+        "spec": _pick(body.get("spec"), ("replicas",)),
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def trim_pod(body: Mapping[str, Any]) -> Object:
+    """A pod as `status.pod_problem` and `status.pods_of` read it."""
+    return {
+        "metadata": _pick(body.get("metadata"), ("name", "labels")),
+        "status": _pick(
+            body.get("status"),
+            ("phase", "message", "conditions", "containerStatuses", "initContainerStatuses"),
+        ),
+    }
+
+
+def tenant_namespace(namespace: str | None) -> bool:
+    return bool(namespace and namespace.startswith(NAMESPACE_PREFIX))
+
+
+def _version(obj: Mapping[str, Any] | None) -> int:
+    """The resourceVersion as a number (etcd's revision); -1 when absent or not a number."""
+    value = (obj or {}).get("metadata", {}).get("resourceVersion", "")
+    return int(value) if str(value).isdigit() else -1
+
+
+@dataclass
+class Cache:
+    """Reads of the indices; `bind` connects them (kopf hands them to the startup handler)."""
+
+    indices: Mapping[str, Index] = field(default_factory=dict)
+    _written: dict[str, Object] = field(default_factory=dict)
+
+    def bind(self, indices: Mapping[str, Any]) -> None:
+        self.indices = {name: indices[name] for name in INDICES}
+
+    def _values(self, index: str, key: Any) -> list[Object]:
+        store = self.indices[index].get(key)
+        return list(store) if store is not None else []
+
+    def tenant(self, name: str) -> Object | None:
+        """The Tenant as last watched, or as this operator last wrote its status if that is newer."""
+        found = self._values(TENANTS, name)
+        watched = found[0] if found else None
+        written = self._written.get(name)
+        if watched is None or written is None or _version(watched) >= _version(written):
+            self._written.pop(name, None)  # gone, or the watch caught up
+            return watched
+        return written
+
+    def wrote(self, name: str, tenant: Mapping[str, Any] | None) -> None:
+        """The answer of a status patch: newer than the index until the watch brings it."""
+        if tenant is None or _version(tenant) < 0:
+            self._written.pop(name, None)
+        else:
+            self._written[name] = trim_tenant(tenant)
+
+    def forget(self, name: str) -> None:
+        self._written.pop(name, None)
+
+    def workload(self, index: str, namespace: str, name: str) -> Object | None:
+        return next((o for o in self._values(index, namespace) if o["metadata"].get("name") == name), None)
+
+    def deployment(self, namespace: str, name: str) -> Object | None:
+        return self.workload(DEPLOYMENTS, namespace, name)
+
+    def statefulset(self, namespace: str, name: str) -> Object | None:
+        return self.workload(STATEFULSETS, namespace, name)
+
+    def pods(self, namespace: str) -> list[Object]:
+        return self._values(PODS, namespace)
+
+
+def by_namespace(trim: Callable[[Mapping[str, Any]], Object]) -> Callable[..., dict[str | None, Object]]:
+    """A kopf index function: objects of tenant namespaces, trimmed, under their namespace."""
+
+    def index(body: Mapping[str, Any], namespace: str | None, **_: Any) -> dict[str | None, Object]:
+        return {namespace: trim(body)} if tenant_namespace(namespace) else {}
+
+    return index
