@@ -490,6 +490,10 @@ class Contestant:
         """Helm calls by command, where the contestant counts them."""
         return {}
 
+    def api_calls(self) -> dict[str, float]:
+        """The contestant's own API requests by call, where it counts them."""
+        return {}
+
     def api_requests(self) -> float | None:
         return None
 
@@ -588,16 +592,21 @@ class Ours(Contestant):
         return self.operator.metric("tenant_operator_helm_calls_total") if self.operator else None
 
     def helm_commands(self) -> dict[str, float]:
+        return self._by_label("tenant_operator_helm_calls_total", "command")
+
+    def api_calls(self) -> dict[str, float]:
+        return self._by_label("tenant_operator_api_requests_total", "function")
+
+    def _by_label(self, metric: str, label: str) -> dict[str, float]:
+        """A counter of the operator's /metrics, summed by one of its labels."""
         assert self.operator is not None
         url = f"http://127.0.0.1:{self.operator.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-        commands: dict[str, float] = {}
-        for series in re.finditer(
-            r'^tenant_operator_helm_calls_total\{command="([^"]+)"[^}]*\} (\S+)$', text, re.M
-        ):
-            commands[series[1]] = commands.get(series[1], 0) + float(series[2])
-        return commands
+        sums: dict[str, float] = {}
+        for series in re.finditer(rf'^{metric}\{{(?:[^}}]*,)?{label}="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
+            sums[series[1]] = sums.get(series[1], 0) + float(series[2])
+        return sums
 
     def api_requests(self) -> float | None:
         return self.operator.metric("tenant_operator_api_requests_total") if self.operator else None
@@ -845,6 +854,7 @@ class Run:
     helm_calls: float | None = None
     helm_commands: dict[str, float] = field(default_factory=dict)
     operator_api_requests: float | None = None
+    operator_api_calls: dict[str, float] = field(default_factory=dict)
     apiserver_requests: float = 0.0
     apiserver_cpu: float = 0.0
     etcd_cpu: float = 0.0
@@ -920,6 +930,7 @@ def run_once(
         run.helm_calls = contestant.helm_calls()
         run.helm_commands = {command: calls for command, calls in contestant.helm_commands().items() if calls}
         run.operator_api_requests = contestant.api_requests()
+        run.operator_api_calls = {call: count for call, count in contestant.api_calls().items() if count}
         said = [watcher.said_at(ns) for ns in namespaces]
         ready = [watcher.ready_at(ns) for ns in namespaces]
         if run.ok:

@@ -2,7 +2,8 @@
 
 Reports are triggered by events (a Tenant reconciled; a Deployment, StatefulSet or pod of a tenant namespace
 changed), never by a per-tenant timer; they read what the watches saw (cache.py), not the API server. Reports
-of one tenant run one at a time and coalesce: the events that arrive during a report cause exactly one more.
+of one tenant run one at a time and coalesce: the events that arrive during a report, or in the moment
+before it (COALESCE_SECONDS), cause exactly one more.
 The one exception to "no timer" is a missing secretKeyRef Secret, which no watched object reveals: while one
 is missing, the tenant is looked at again now and then.
 """
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 # Phases that the workloads bring about and that get an event here; the steps that lead to the others
 # (installing, a failed install, deleting) post their own events.
+# A requested report waits this long first: the burst of events of one rollout (pods created, scheduled,
+# started, ready; their workloads counting) makes one status write instead of one each.
+COALESCE_SECONDS = 0.2
+
 ANNOUNCED_PHASES: dict[str, Literal["Normal", "Warning"]] = {"Running": "Normal", "Degraded": "Warning"}
 
 
@@ -88,6 +93,7 @@ class Reporter:
 
     async def _requested(self, name: str) -> None:
         try:
+            await asyncio.sleep(COALESCE_SECONDS)
             async with self._lock(name):
                 self._pending.discard(name)
                 await self._report(name)
