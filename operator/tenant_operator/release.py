@@ -196,11 +196,14 @@ def upgrade_args(
     values_file: Path,
     postrenderer: str,
     timeout: float,
-    force_conflicts: bool = False,
+    server_side: bool = False,
 ) -> list[str]:
     """The arguments of `helm upgrade --install` of a tenant (no --wait: the status follows the workloads).
-    `force_conflicts` (Helm 4's server-side apply): the release takes back fields that someone else wrote, as
-    the Tenant is what decides them (drift.py); without it such a field fails every later upgrade."""
+    `server_side` (Helm 4, server-side apply): --force-conflicts, the release takes back fields that someone
+    else wrote, as the Tenant is what decides them (drift.py; without it such a field fails every later
+    upgrade); and --disable-openapi-validation: the API server checks every field itself (Helm sends
+    fieldValidation=Strict), while Helm's own check parses the server's whole OpenAPI document on every call,
+    half of its CPU per release (measured)."""
     return [
         "upgrade",
         "--install",
@@ -218,7 +221,7 @@ def upgrade_args(
         "5",
         "--output",
         "json",
-        *(["--force-conflicts"] if force_conflicts else []),
+        *(["--force-conflicts", "--disable-openapi-validation"] if server_side else []),
     ]
 
 
@@ -258,6 +261,9 @@ class Helm:
             "HELM_DATA_HOME": str(settings.helm_home / "data"),
             "HELM_CONFIG_HOME": str(settings.helm_home / "config"),
             "HELM_CACHE_HOME": str(settings.helm_home / "cache"),
+            # Helm is short-lived: collecting garbage less often saves 10-20% of its CPU per release for
+            # about 16 MiB more at its peak (measured); a GOGC of the environment wins.
+            "GOGC": environ.get("GOGC", "400"),
         }
         self.plugins = settings.helm_home / "data" / "plugins"
 
@@ -334,7 +340,7 @@ class Helm:
                 values_file=values_file,
                 postrenderer=postrenderer,
                 timeout=self.settings.helm_timeout,
-                force_conflicts=await self.major_version() >= 4,
+                server_side=await self.major_version() >= 4,
             )
             code, stdout, stderr = await self._run(*args)
         if code != 0:

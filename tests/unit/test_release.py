@@ -260,7 +260,9 @@ def test_helm4_installs_the_plugin_once_and_uses_it(tmp_path: Path) -> None:
     calls = log.read_text().splitlines()
     assert [call.split()[0] for call in calls] == ["version", "plugin", "upgrade", "upgrade"]
     assert "--post-renderer tenant-postrender " in calls[2]
-    assert calls[2].endswith("--force-conflicts"), "Helm 4 takes back fields someone else wrote"
+    assert "--force-conflicts" in calls[2].split(), "Helm 4 takes back fields someone else wrote"
+    assert "--disable-openapi-validation" in calls[2].split(), "the API server validates, not Helm"
+    assert helm.env["GOGC"] == os.environ.get("GOGC", "400")
     assert json.loads((tmp_path / "helm.log.values").read_text()) == {"displayName": "T"}
     assert helm.env["HELM_DATA_HOME"] == str(tmp_path / "home" / "data")
     assert "HELM_PLUGINS" not in helm.env
@@ -272,6 +274,7 @@ def test_helm3_runs_the_postrenderer_executable(tmp_path: Path) -> None:
     asyncio.run(helm.upgrade("t", "tenant-t", {}))
     assert "--post-renderer /opt/venv/bin/tenant-postrender " in log.read_text()
     assert "--force-conflicts" not in log.read_text(), "Helm 3 has no server-side apply"
+    assert "--disable-openapi-validation" not in log.read_text(), "Helm 3 validates on the client only"
 
 
 def test_a_failed_upgrade_is_classified_and_redacted(tmp_path: Path) -> None:
