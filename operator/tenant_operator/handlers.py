@@ -46,7 +46,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     context = from_memo(memo)
     context.cache.bind(kwargs)
     memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
-    settings.queueing.worker_limit = 16 * context.settings.concurrency
+    # No limit on kopf's per-object workers (its default): a worker waits until every index is full, so with
+    # fewer workers than objects a restart would wait forever. Helm calls and API requests have limits of
+    # their own (settings concurrency, api_qps).
+    settings.queueing.worker_limit = None
+    if context.settings.watch_label_selector:  # a shard: the other Tenants are not even listed
+        settings.watching.label_selectors[PLURAL] = context.settings.watch_label_selector
     for plural in (*WATCHED, HELM_RELEASES[2]):
         settings.watching.label_selectors[plural] = ",".join(
             f"{key}={value}" for key, value in PART_OF.items()
