@@ -30,6 +30,16 @@ def default_helm_home() -> Path:
     return Path(os.environ.get("HOME") or tempfile.gettempdir()) / ".local/share/tenant-operator/helm"
 
 
+# A Kubernetes label selector: requirements `key`, `!key`, `key=value`, `key==value`, `key!=value`,
+# `key in (a,b)`, `key notin (a,b)`, comma-separated (the API server checks the names themselves).
+_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_REQUIREMENT = (
+    rf"(!?{_LABEL}|{_LABEL}\s*(==|!=|=)\s*{_VALUE}"
+    rf"|{_LABEL}\s+(in|notin)\s*\(\s*{_VALUE}(\s*,\s*{_VALUE})*\s*\))"
+)
+SELECTOR_PATTERN = rf"^$|^\s*{_REQUIREMENT}(\s*,\s*{_REQUIREMENT})*\s*$"
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -90,6 +100,13 @@ class Settings(BaseModel):
         "empty: no election, for a single operator run by hand.",
     )
     lease_name: str = Field(default="tenant-operator", description="Name of that Lease.")
+    watch_label_selector: str = Field(
+        default="",
+        pattern=SELECTOR_PATTERN,
+        description="Only the Tenants this label selector matches are this operator's (as Flux shards its "
+        "controllers): operators with selectors that exclude each other split the Tenants between them, e.g. "
+        "`neurallog.io/shard=a`, `neurallog.io/shard=b` and `!neurallog.io/shard`; empty: every Tenant.",
+    )
     allow_isolation_off: bool = Field(
         default=False,
         description="Whether a Tenant may set networkPolicy.enabled=false (no NetworkPolicy at all); "
