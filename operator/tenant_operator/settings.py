@@ -67,11 +67,12 @@ class Settings(BaseModel):
         default=4, ge=1, description="Tenants reconciled (Helm commands run) at the same time."
     )
     api_qps: float = Field(
-        default=20,
+        default=50,
         gt=0,
-        description="Requests per second to the API server, beyond the burst (Kopf's aside).",
+        description="Requests per second to the API server, beyond the burst (Kopf's aside); Flux's "
+        "controllers default to the same.",
     )
-    api_burst: int = Field(default=40, ge=1, description="Requests to the API server allowed at once.")
+    api_burst: int = Field(default=100, ge=1, description="Requests to the API server allowed at once.")
     health_port: int = Field(default=8080, ge=1, le=65535, description="Port of /healthz.")
     metrics_port: int = Field(
         default=9090, ge=0, le=65535, description="Port of /metrics; 0 turns metrics off."

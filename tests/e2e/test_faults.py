@@ -36,8 +36,8 @@ pytestmark = pytest.mark.cluster
 
 Tenant = dict[str, Any]
 SCALED_TO_ZERO = {"replicas": 0, "resources": SMALL_WORKLOAD}
-# The operator's API client (settings api_qps, api_burst): a token bucket of 40, refilled at 20 per second.
-API_QPS, API_BURST = 20, 40
+# The operator's API client (settings api_qps, api_burst): a token bucket of 100, refilled at 50 per second.
+API_QPS, API_BURST = 50, 100
 # After a restart of the API server or etcd, a new Tenant and a changed one reach their state within this
 # bound: far below the watch's client timeout (330 s, handlers.py), so a watch that died silently fails it.
 CONVERGE_AFTER_RESTART_SECONDS = 60
