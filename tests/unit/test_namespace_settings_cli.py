@@ -67,6 +67,21 @@ def test_bad_settings_are_refused(variable: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "selector",
+    ["", "neurallog.io/shard=a", "!neurallog.io/shard", "shard in (a, b),tier!=gold", "k==v, env"],
+)
+def test_shard_selectors_are_label_selectors(selector: str) -> None:
+    settings = Settings.from_env({"TENANT_OPERATOR_WATCH_LABEL_SELECTOR": selector})
+    assert settings.watch_label_selector == selector
+
+
+@pytest.mark.parametrize("selector", ["=a", "a=b=c", "a in x", "a,,b", "a b", "shard=a;b"])
+def test_a_bad_shard_selector_is_refused_by_name(selector: str) -> None:
+    with pytest.raises(ValidationError, match="watch_label_selector"):
+        Settings.from_env({"TENANT_OPERATOR_WATCH_LABEL_SELECTOR": selector})
+
+
+@pytest.mark.parametrize(
     ("given", "level"),
     [
         ("debug", "debug"),
