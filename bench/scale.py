@@ -91,6 +91,7 @@ CRD = OPERATOR_CHART / "crds" / "tenants.neurallog.io.yaml"
 PREFIX = "scale-"  # tenant names; their namespaces are tenant-scale-*
 NAMESPACE_PREFIX = f"tenant-{PREFIX}"
 BENCH_LABEL = {"neurallog.io/bench": "scale"}
+SHARD_LABEL = "neurallog.io/shard"  # ours-2shards: which operator a Tenant is for
 POLICY = "bench-scale-kwok"
 PODS_PER_NODE = 1000  # KWOK's node capacity (local_cluster/kwok-stages.yaml)
 PODS_PER_TENANT = 2  # a server and a Redis
@@ -536,9 +537,11 @@ class Ours(Contestant):
 
     def __init__(self, cluster: Cluster, watcher: Watcher, workdir: Path) -> None:
         super().__init__(cluster, watcher, workdir)
-        self.operator: Operator | None = None
+        self.operators: list[Operator] = []
         self.concurrency = 4
         self.tenants = 0
+
+    shards = 1  # operator processes, each with a label selector of its own (settings watch_label_selector)
 
     # The operator chart with no operator pod, for its ServiceAccount, roles and guard (as the e2e tier does).
     rbac_release, rbac_namespace = "scale-tenant-operator", "scale-operator"
@@ -568,28 +571,45 @@ class Ours(Contestant):
 
     def start(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
-        account = ServiceAccount.of_release(
-            self.cluster.kube, self.rbac_release, self.rbac_namespace, workdir
-        )
-        self.operator = Operator(self.cluster.kube, workdir, account)
-        self.operator.log_level = "info"
-        self.operator.extra_settings = self.settings(concurrency)
-        self.operator.start()
+        for shard in range(self.shards):
+            workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
+            account = ServiceAccount.of_release(
+                self.cluster.kube, self.rbac_release, self.rbac_namespace, workdir
+            )
+            operator = Operator(self.cluster.kube, workdir, account)
+            operator.log_level = "info"
+            operator.extra_settings = self.settings(concurrency)
+            if self.shards > 1:
+                operator.extra_settings |= {
+                    "TENANT_OPERATOR_WATCH_LABEL_SELECTOR": f"{SHARD_LABEL}={shard}",
+                    "TENANT_OPERATOR_LEASE_NAME": f"{self.rbac_release}-shard-{shard}",
+                }
+            operator.start()
+            self.operators.append(operator)
 
     def create(self, names: list[str]) -> None:
         self.tenants = len(names)
-        self.cluster.kubectl("create", "-f", "-", input=as_list([tenant(name) for name in names]))
+        tenants = [tenant(name) for name in names]
+        if self.shards > 1:  # dealt in turn
+            for number, obj in enumerate(tenants):
+                obj["metadata"]["labels"][SHARD_LABEL] = str(number % self.shards)
+        self.cluster.kubectl("create", "-f", "-", input=as_list(tenants))
 
     def main_pid(self) -> int | None:
-        return self.operator.process.pid if self.operator and self.operator.process else None
+        """The first operator process (its VmHWM is the main peak; the others count in the sampled total)."""
+        process = self.operators[0].process if self.operators else None
+        return process.pid if process else None
 
     def roots(self) -> list[int]:
-        pid = self.main_pid()
-        return [pid] if pid else []
+        return [operator.process.pid for operator in self.operators if operator.process]
+
+    def _metric(self, name: str, **labels: str) -> float | None:
+        if not self.operators:
+            return None
+        return sum(operator.metric(name, **labels) for operator in self.operators)
 
     def helm_calls(self) -> float | None:
-        return self.operator.metric("tenant_operator_helm_calls_total") if self.operator else None
+        return self._metric("tenant_operator_helm_calls_total")
 
     def helm_commands(self) -> dict[str, float]:
         return self._by_label("tenant_operator_helm_calls_total", "command")
@@ -598,27 +618,28 @@ class Ours(Contestant):
         return self._by_label("tenant_operator_api_requests_total", "function")
 
     def _by_label(self, metric: str, label: str) -> dict[str, float]:
-        """A counter of the operator's /metrics, summed by one of its labels."""
-        assert self.operator is not None
-        url = f"http://127.0.0.1:{self.operator.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
+        """A counter of the operators' /metrics, summed by one of its labels."""
         sums: dict[str, float] = {}
-        for series in re.finditer(rf'^{metric}\{{(?:[^}}]*,)?{label}="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
-            sums[series[1]] = sums.get(series[1], 0) + float(series[2])
+        for operator in self.operators:
+            url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            pattern = rf'^{metric}\{{(?:[^}}]*,)?{label}="([^"]+)"[^}}]*\}} (\S+)$'
+            for series in re.finditer(pattern, text, re.M):
+                sums[series[1]] = sums.get(series[1], 0) + float(series[2])
         return sums
 
     def api_requests(self) -> float | None:
-        return self.operator.metric("tenant_operator_api_requests_total") if self.operator else None
+        return self._metric("tenant_operator_api_requests_total")
 
     def restart(self) -> float:
-        assert self.operator is not None
-        self.operator.stop()
+        for operator in self.operators:
+            operator.stop()
         started = time.monotonic()
-        self.operator.start()
-        operator = self.operator
+        for operator in self.operators:
+            operator.start()
         wait_until(
-            lambda: operator.metric("tenant_operator_tenants", phase="Running") >= self.tenants,
+            lambda: (self._metric("tenant_operator_tenants", phase="Running") or 0) >= self.tenants,
             timeout=600,
             every=0.2,
             what="the restarted operator to know every tenant Running",
@@ -638,9 +659,18 @@ class Ours(Contestant):
         self.cluster.wait_namespaces_gone(timeout)
 
     def stop(self) -> None:
-        if self.operator:
-            self.operator.stop()
-            self.operator = None
+        for operator in self.operators:
+            operator.stop()
+        self.operators = []
+
+
+class OursSharded(Ours):
+    name = "ours-2shards"
+    note = (
+        "two operator processes (helm backend), each with the settings of `ours` and a label selector of its "
+        "own; the Tenants dealt between them by a label"
+    )
+    shards = 2
 
 
 class OursFlux(Ours):
@@ -828,7 +858,7 @@ class UnavailableError(Exception):
 
 
 CONTESTANTS: dict[str, type[Contestant]] = {
-    kind.name: kind for kind in (Ours, OursFlux, Floor, FluxHelmController, HelmOperatorSdk)
+    kind.name: kind for kind in (Ours, OursSharded, OursFlux, Floor, FluxHelmController, HelmOperatorSdk)
 }
 
 
