@@ -891,7 +891,7 @@ class Run:
     load_before: float = 0.0
     cleanup_seconds: float = 0.0
     restart: dict[str, float | None] = field(default_factory=dict)
-    idle: dict[str, float | None] = field(default_factory=dict)
+    idle: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
 
@@ -993,20 +993,23 @@ def restart_phase(contestant: Contestant) -> dict[str, float | None]:
     return {"seconds": seconds, "helm_calls": contestant.helm_calls()}
 
 
-def idle_phase(contestant: Contestant, seconds: float) -> dict[str, float | None]:
+def idle_phase(contestant: Contestant, seconds: float) -> dict[str, Any]:
     """CPU and API requests of the contestant left alone with its N running tenants."""
     if not contestant.roots():
         return {}
     time.sleep(5)
-    cpu_before, own_before, counters = (
+    cpu_before, own_before, calls_before, counters = (
         contestant.cpu(),
         contestant.api_requests(),
+        contestant.api_calls(),
         Counters(contestant.cluster),
     )
     time.sleep(seconds)
     requests, apiserver_cpu, etcd_cpu = Counters(contestant.cluster).since(counters)
     own = contestant.api_requests()
+    calls = {call: count - calls_before.get(call, 0) for call, count in contestant.api_calls().items()}
     return {
+        "own_api_calls": {call: count for call, count in calls.items() if count},
         "seconds": seconds,
         "cpu_percent": 100 * (contestant.cpu() - cpu_before) / seconds,
         "own_api_requests": own - own_before if own is not None and own_before is not None else None,
@@ -1124,6 +1127,7 @@ def report(runs: list[Run], arguments: argparse.Namespace, about: dict[str, str]
                     f"of a core, own API requests {'-' if own is None else f'{own:.0f}'}, API server "
                     f"{idle['apiserver_requests_per_s']:.2f} requests/s (every client) and "
                     f"{idle['apiserver_cpu_percent']:.2f}% CPU, etcd {idle['etcd_cpu_percent']:.2f}% CPU"
+                    + (f" (own requests by call: {idle['own_api_calls']})" if idle.get("own_api_calls") else "")
                 )
         lines.append("")
     failed = [run for run in runs if run.error]
