@@ -1127,7 +1127,11 @@ def report(runs: list[Run], arguments: argparse.Namespace, about: dict[str, str]
                     f"of a core, own API requests {'-' if own is None else f'{own:.0f}'}, API server "
                     f"{idle['apiserver_requests_per_s']:.2f} requests/s (every client) and "
                     f"{idle['apiserver_cpu_percent']:.2f}% CPU, etcd {idle['etcd_cpu_percent']:.2f}% CPU"
-                    + (f" (own requests by call: {idle['own_api_calls']})" if idle.get("own_api_calls") else "")
+                    + (
+                        f" (own requests by call: {idle['own_api_calls']})"
+                        if idle.get("own_api_calls")
+                        else ""
+                    )
                 )
         lines.append("")
     failed = [run for run in runs if run.error]
