@@ -161,7 +161,7 @@ def test_operator_container(defaults: Manifests) -> None:
         assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert manager["resources"] == {
         "requests": {"cpu": "100m", "memory": "256Mi"},
-        "limits": {"cpu": "1", "memory": "512Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
     }
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] > 0
