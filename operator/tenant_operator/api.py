@@ -588,6 +588,13 @@ def namespace_for(tenant_name: str) -> str:
     return NAMESPACE_PREFIX + tenant_name
 
 
+def tenant_of(namespace: str | None) -> str | None:
+    """The tenant whose namespace this is (namespace_for's inverse); None for any other namespace."""
+    if not namespace or not namespace.startswith(NAMESPACE_PREFIX):
+        return None
+    return namespace.removeprefix(NAMESPACE_PREFIX)
+
+
 def tenant_name_problem(name: str) -> str | None:
     """Why `name` cannot be a tenant's name, or None."""
     if len(name) > MAX_TENANT_NAME_LENGTH:

@@ -10,14 +10,11 @@ The operator's own status writes are seen at once: the answer to a status patch 
 until the watch brings that version or a newer one.
 """
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenant_operator.api import NAMESPACE_PREFIX
-
-logger = logging.getLogger(__name__)
+from tenant_operator.api import tenant_of
 
 Object = dict[str, Any]
 # kopf's index, read-only: a key -> the values the index function gave for it (one per object).
@@ -59,10 +56,6 @@ def trim_pod(body: Mapping[str, Any]) -> Object:
             ("phase", "message", "conditions", "containerStatuses", "initContainerStatuses"),
         ),
     }
-
-
-def tenant_namespace(namespace: str | None) -> bool:
-    return bool(namespace and namespace.startswith(NAMESPACE_PREFIX))
 
 
 def _version(obj: Mapping[str, Any] | None) -> int:
@@ -122,6 +115,6 @@ def by_namespace(trim: Callable[[Mapping[str, Any]], Object]) -> Callable[..., d
     """A kopf index function: objects of tenant namespaces, trimmed, under their namespace."""
 
     def index(body: Mapping[str, Any], namespace: str | None, **_: Any) -> dict[str | None, Object]:
-        return {namespace: trim(body)} if tenant_namespace(namespace) else {}
+        return {namespace: trim(body)} if tenant_of(namespace) else {}
 
     return index

@@ -6,7 +6,7 @@ from typing import Any
 import kopf
 
 from tenant_operator import cache, deletion, drift, metrics, reconcile
-from tenant_operator.api import GROUP, NAMESPACE_PREFIX, PLURAL, VERSION
+from tenant_operator.api import GROUP, PLURAL, VERSION, tenant_of
 from tenant_operator.context import from_memo
 from tenant_operator.kube import HELM_RELEASES
 from tenant_operator.namespace import TENANT_LABEL
@@ -106,12 +106,6 @@ async def reconcile_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: A
         await reconcile.reconcile(context, body, retry=0, force=True)
 
 
-def _tenant_of(namespace: str | None) -> str | None:
-    if not namespace or not namespace.startswith(NAMESPACE_PREFIX):
-        return None
-    return namespace.removeprefix(NAMESPACE_PREFIX)
-
-
 WORKLOADS = frozenset({"Deployment", "StatefulSet", "Pod"})
 
 
@@ -127,7 +121,7 @@ async def object_changed(
 ) -> None:
     """An object of a tenant namespace changed: a workload or pod makes a report of the tenant's status;
     an object of its release (pods aside) is put back if it drifted."""
-    tenant = _tenant_of(namespace)
+    tenant = tenant_of(namespace)
     if tenant is None:
         return
     kind = body.get("kind")
@@ -147,7 +141,7 @@ def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body:
 async def namespace_changed(type: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A tenant namespace deleted behind the operator's back is made again and filled (drift.Repairs waits
     until it is gone); one the operator deletes with its Tenant is not (the Tenant is being deleted)."""
-    tenant = _tenant_of(name)
+    tenant = tenant_of(name)
     if type == "DELETED" and tenant is not None:
         drift.from_memo(memo).request(tenant, drift.Drift("Namespace", "", name or "", deleted=True))
 
@@ -157,7 +151,7 @@ async def helm_release_changed(
 ) -> None:
     """The flux backend: a tenant's HelmRelease changed. Its status becomes the Tenant's; a HelmRelease
     deleted or edited by someone else is put back like any object of the release."""
-    tenant = _tenant_of(namespace)
+    tenant = tenant_of(namespace)
     if tenant is None:
         return
     release_object_changed(memo, tenant, type, body)

@@ -39,12 +39,12 @@ from tenant_operator.status import (
 
 logger = logging.getLogger(__name__)
 
-# Phases that the workloads bring about and that get an event here; the steps that lead to the others
-# (installing, a failed install, deleting) post their own events.
 # A requested report waits this long first: the burst of events of one rollout (pods created, scheduled,
 # started, ready; their workloads counting) makes one status write instead of one each.
 COALESCE_SECONDS = 0.2
 
+# Phases that the workloads bring about and that get an event here; the steps that lead to the others
+# (installing, a failed install, deleting) post their own events.
 ANNOUNCED_PHASES: dict[str, Literal["Normal", "Warning"]] = {"Running": "Normal", "Degraded": "Warning"}
 
 

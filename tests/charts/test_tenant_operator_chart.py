@@ -1,8 +1,12 @@
 """charts/tenant-operator rendered with `helm template`: least-privilege RBAC, the hardened operator
 Deployment that the guide's commands find, the metrics Service and the admission guard."""
 
+import json
+
 import pytest
 from chart_support import CRD_FILE, OPERATOR_CHART, Doc, Helm, Manifests
+
+from tenant_operator.settings import SELECTOR_PATTERN
 
 RELEASE = "tenant-operator"
 NAMESPACE = "system"
@@ -233,11 +237,18 @@ def test_other_release_names_give_other_cluster_wide_names(helm: Helm) -> None:
         pytest.param({"concurrency": 0}, "concurrency", id="no-concurrency"),
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy", id="unknown-pull-policy"),
         pytest.param({"replica": 1}, "replica", id="typo"),
+        pytest.param({"watchLabelSelector": "shard a"}, "watchLabelSelector", id="not-a-selector"),
     ],
 )
 def test_schema_refuses_bad_values(helm: Helm, values: Doc, named: str) -> None:
     error = helm.template_error(OPERATOR_CHART, values, release=RELEASE, namespace=NAMESPACE)
     assert named in error
+
+
+def test_the_schema_checks_shard_selectors_as_the_operator_does() -> None:
+    """values.schema.json holds a copy of the operator's selector pattern: the two may not drift apart."""
+    schema = json.loads((OPERATOR_CHART / "values.schema.json").read_text())
+    assert schema["properties"]["watchLabelSelector"]["pattern"] == SELECTOR_PATTERN
 
 
 def test_crd_is_the_generated_one_in_crds(helm: Helm) -> None:
