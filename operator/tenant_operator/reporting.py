@@ -2,8 +2,9 @@
 
 Reports are triggered by events (a Tenant reconciled; a Deployment, StatefulSet or pod of a tenant namespace
 changed), never by a per-tenant timer; they read what the watches saw (cache.py), not the API server. Reports
-of one tenant run one at a time and coalesce: the events that arrive during a report, or in the moment
-before it (COALESCE_SECONDS), cause exactly one more.
+of one tenant run one at a time and coalesce: a request after a quiet moment reports at once; the events
+that arrive during a report, or less than COALESCE_SECONDS after one began, cause exactly one more, that long
+after it began.
 The one exception to "no timer" is a missing secretKeyRef Secret, which no watched object reveals: while one
 is missing, the tenant is looked at again now and then.
 """
@@ -39,8 +40,9 @@ from tenant_operator.status import (
 
 logger = logging.getLogger(__name__)
 
-# A requested report waits this long first: the burst of events of one rollout (pods created, scheduled,
-# started, ready; their workloads counting) makes one status write instead of one each.
+# Requested reports of one tenant begin at least this far apart: the burst of events of one rollout (pods
+# created, scheduled, started, ready; their workloads counting) makes two status writes at most instead of one
+# each, while a lone event (the last workload Ready) is reported at once.
 COALESCE_SECONDS = 0.2
 
 # Phases that the workloads bring about and that get an event here; the steps that lead to the others
@@ -79,6 +81,7 @@ class Reporter:
     secret_recheck_seconds: float
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _pending: set[str] = field(default_factory=set)
+    _began: dict[str, float] = field(default_factory=dict)  # loop time of each tenant's last report
     _rechecks: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
 
@@ -93,7 +96,10 @@ class Reporter:
 
     async def _requested(self, name: str) -> None:
         try:
-            await asyncio.sleep(COALESCE_SECONDS)
+            loop = asyncio.get_running_loop()
+            wait = self._began.get(name, -COALESCE_SECONDS) + COALESCE_SECONDS - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             async with self._lock(name):
                 self._pending.discard(name)
                 await self._report(name)
@@ -115,6 +121,7 @@ class Reporter:
     async def _report(
         self, name: str, *, release: ReleaseStatus | None = None, observed_generation: int | None = None
     ) -> TenantStatus | None:
+        self._began[name] = asyncio.get_running_loop().time()
         tenant = self.cache.tenant(name)
         if tenant is None:
             self.forget(name)
@@ -183,6 +190,7 @@ class Reporter:
         """The tenant is gone: drop what is kept about it."""
         metrics.set_phase(name, None)
         self.cache.forget(name)
+        self._began.pop(name, None)
         handle = self._rechecks.pop(name, None)
         if handle is not None:
             handle.cancel()

@@ -16,7 +16,7 @@ from tenant_operator.cache import (
     trim_tenant,
     trim_workload,
 )
-from tenant_operator.reporting import Reporter
+from tenant_operator.reporting import COALESCE_SECONDS, Reporter
 
 SERVER = {
     "metadata": {"name": "neurallog-server", "generation": 1},
@@ -122,6 +122,29 @@ def test_requests_during_a_report_make_one_more_report() -> None:
     cache = cache_of(kube)
     asyncio.run(burst(reporter(kube, events, cache)))
     assert 1 <= cache.reads <= 2
+
+
+def test_a_lone_request_reports_at_once_and_the_next_waits_its_turn() -> None:
+    """A request after a quiet moment is not delayed; one right after a report waits until COALESCE_SECONDS
+    after that report began."""
+    kube, events = FakeKube(tenant()), FakeEvents()
+    cache = cache_of(kube)
+
+    async def two(report: Reporter) -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        report.request("acme")
+        while cache.reads < 1:
+            await asyncio.sleep(0.001)
+        first = loop.time() - start
+        report.request("acme")
+        while cache.reads < 2:
+            await asyncio.sleep(0.001)
+        return first, loop.time() - start
+
+    first, second = asyncio.run(two(reporter(kube, events, cache)))
+    assert first < COALESCE_SECONDS / 2
+    assert second >= COALESCE_SECONDS
 
 
 def test_a_missing_secret_is_looked_for_again_until_it_exists() -> None:
