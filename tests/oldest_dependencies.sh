@@ -70,7 +70,7 @@ KUBECONFIG = os.environ["KUBECONFIG"]  # set by the script (the client reads it 
 def check_kopf() -> None:
     settings = kopf.OperatorSettings()
     context = Context(settings=Settings(), helm=None, kube=None, reporter=None, events=None)  # type: ignore
-    handlers.configure(settings=settings, memo=kopf.Memo({MEMO_KEY: context}))
+    handlers.configure(settings, context)
     # A dataclass takes any attribute: what kopf does not declare would be set and silently ignored.
     for part in dataclasses.fields(settings):
         section = getattr(settings, part.name)
@@ -78,8 +78,7 @@ def check_kopf() -> None:
         unknown = set(vars(section)) - declared
         assert not unknown, f"kopf has no settings.{part.name}.{', '.join(sorted(unknown))}"
     selectors = settings.watching.label_selectors
-    for plural in handlers.WATCHED:
-        assert selectors[plural] == "app.kubernetes.io/part-of=neurallog", selectors
+    assert selectors["helmreleases"] == "app.kubernetes.io/part-of=neurallog", selectors
     inspect.signature(kopf.run).bind(clusterwide=True, standalone=True, liveness_endpoint="http://x", memo={})
     kopf.configure(debug=False, log_format=kopf.LogFormat.JSON)
     kopf.TemporaryError("x", delay=1)

@@ -1,30 +1,26 @@
 """What the operator's watches saw last: Tenants, and the workloads and pods of tenant namespaces.
 
-An informer-style cache on kopf's indices: kopf fills them from the watch streams it keeps anyway, before
-any handler of the event runs, and runs no handler at all until every index has its initial listing. A
-status report therefore reads nothing from the API server. Objects are kept trimmed to what the status,
-the events and a reconciliation read (a whole pod or workload is ten times larger), so that a thousand
-tenants stay small in memory.
+An informer-style cache on the stores of informer.py, which lists every kind before any handler runs, so a
+status report reads nothing from the API server and never a half-filled cache. Objects are kept trimmed to
+what the status, the events and a reconciliation read (a whole pod or workload is ten times larger), so that
+a thousand tenants stay small in memory.
 
-The operator's own status writes are seen at once: the answer to a status patch is kept beside the index
+The operator's own status writes are seen at once: the answer to a status patch is kept beside the store
 until the watch brings that version or a newer one.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenant_operator.api import tenant_of
-
 Object = dict[str, Any]
-# kopf's index, read-only: a key -> the values the index function gave for it (one per object).
-Index = Mapping[Any, Iterable[Object]]
+# An informer's store, read-only: a key (namespace; a Tenant's name) -> name -> the trimmed object.
+Store = Mapping[str, Mapping[str, Object]]
 
-TENANTS = "tenant_index"
-DEPLOYMENTS = "deployment_index"
-STATEFULSETS = "statefulset_index"
-PODS = "pod_index"
-INDICES = (TENANTS, DEPLOYMENTS, STATEFULSETS, PODS)
+TENANTS = "tenants"
+DEPLOYMENTS = "deployments"
+STATEFULSETS = "statefulsets"
+PODS = "pods"
 
 
 def _pick(source: Mapping[str, Any] | None, keys: Iterable[str]) -> Object:
@@ -66,17 +62,17 @@ def _version(obj: Mapping[str, Any] | None) -> int:
 
 @dataclass
 class Cache:
-    """Reads of the indices; `bind` connects them (kopf hands them to the startup handler)."""
+    """Reads of the informers' stores (by kind), which `bind` connects."""
 
-    indices: Mapping[str, Index] = field(default_factory=dict)
+    stores: Mapping[str, Store] = field(default_factory=dict)
     _written: dict[str, Object] = field(default_factory=dict)
 
-    def bind(self, indices: Mapping[str, Any]) -> None:
-        self.indices = {name: indices[name] for name in INDICES}
+    def bind(self, stores: Mapping[str, Store]) -> None:
+        self.stores = stores
 
-    def _values(self, index: str, key: Any) -> list[Object]:
-        store = self.indices[index].get(key)
-        return list(store) if store is not None else []
+    def _values(self, kind: str, key: str) -> list[Object]:
+        objects = self.stores[kind].get(key)
+        return list(objects.values()) if objects is not None else []
 
     def tenant(self, name: str) -> Object | None:
         """The Tenant as last watched, or as this operator last wrote its status if that is newer."""
@@ -98,8 +94,8 @@ class Cache:
     def forget(self, name: str) -> None:
         self._written.pop(name, None)
 
-    def workload(self, index: str, namespace: str, name: str) -> Object | None:
-        return next((o for o in self._values(index, namespace) if o["metadata"].get("name") == name), None)
+    def workload(self, kind: str, namespace: str, name: str) -> Object | None:
+        return self.stores[kind].get(namespace, {}).get(name)
 
     def deployment(self, namespace: str, name: str) -> Object | None:
         return self.workload(DEPLOYMENTS, namespace, name)
@@ -109,12 +105,3 @@ class Cache:
 
     def pods(self, namespace: str) -> list[Object]:
         return self._values(PODS, namespace)
-
-
-def by_namespace(trim: Callable[[Mapping[str, Any]], Object]) -> Callable[..., dict[str | None, Object]]:
-    """A kopf index function: objects of tenant namespaces, trimmed, under their namespace."""
-
-    def index(body: Mapping[str, Any], namespace: str | None, **_: Any) -> dict[str | None, Object]:
-        return {namespace: trim(body)} if tenant_of(namespace) else {}
-
-    return index

@@ -1,39 +1,43 @@
 """The kopf handlers: thin, typed, each handing its work to the module of its use case."""
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from tenant_operator import cache, deletion, drift, metrics, reconcile
+from tenant_operator import cache, deletion, drift, informer, metrics, reconcile
 from tenant_operator.api import GROUP, PLURAL, VERSION, tenant_of
-from tenant_operator.context import from_memo
+from tenant_operator.context import Context, from_memo
+from tenant_operator.informer import Informers, Kind
 from tenant_operator.kube import HELM_RELEASES
 from tenant_operator.namespace import TENANT_LABEL
 from tenant_operator.release import redact
 
 TENANTS = (GROUP, VERSION, PLURAL)
 PART_OF = {"app.kubernetes.io/part-of": "neurallog"}
-# What is watched (label-selected): the workloads, for the status and drift, and the release's other objects
-# for drift (drift.py).
-WATCHED = (
-    "deployments",
-    "statefulsets",
-    "pods",
-    "networkpolicies",
-    "resourcequotas",
-    "limitranges",
-    "services",
-)
+PART_OF_SELECTOR = ",".join(f"{key}={value}" for key, value in PART_OF.items())
+INFORMERS_KEY = "informers"
 # Set to any new value, it makes the operator reconcile the Tenant at once, Helm included. (Not under
 # neurallog.io/: kopf keeps its own state there and ignores changes of those annotations.)
 RECONCILE_ANNOTATION = f"tenants.{GROUP}/reconcile"
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Kopf's own state under our API group, no events of kopf's own, watches filtered server-side; the
-    cache reads kopf's indices (kopf passes them to every handler by name)."""
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Kopf configured; then the informers list what the cache keeps and what drift follows, before any
+    handler runs (kopf starts its watches once the startup handlers are done)."""
+    context = from_memo(memo)
+    configure(settings, context)
+    memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
+    informers = Informers(watched_kinds(context, functools.partial(object_changed, memo)))
+    memo[INFORMERS_KEY] = informers
+    context.cache.bind({kind.name: kind.store for kind in informers.kinds if kind.trim is not None})
+    await informers.start()
+
+
+def configure(settings: kopf.OperatorSettings, context: Context) -> None:
+    """Kopf's own state under our API group, no events of kopf's own, its watches filtered server-side."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -43,34 +47,46 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    context = from_memo(memo)
-    context.cache.bind(kwargs)
-    memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
-    # No limit on kopf's per-object workers (its default): a worker waits until every index is full, so with
-    # fewer workers than objects a restart would wait forever. Helm calls and API requests have limits of
-    # their own (settings concurrency, api_qps).
-    settings.queueing.worker_limit = None
     if context.settings.watch_label_selector:  # a shard: the other Tenants are not even listed
         settings.watching.label_selectors[PLURAL] = context.settings.watch_label_selector
-    for plural in (*WATCHED, HELM_RELEASES[2]):
-        settings.watching.label_selectors[plural] = ",".join(
-            f"{key}={value}" for key, value in PART_OF.items()
-        )
+    settings.watching.label_selectors[HELM_RELEASES[2]] = PART_OF_SELECTOR
 
 
-# The cache's indices (cache.py): kopf keeps them from its watches and runs no handler before they are full.
-@kopf.index(*TENANTS, id=cache.TENANTS)
-def tenant_index(body: kopf.Body, name: str | None, **_: Any) -> dict[str | None, cache.Object]:
-    return {name: cache.trim_tenant(body)}
+@kopf.on.cleanup()
+def stop_watching(memo: kopf.Memo, **_: Any) -> None:
+    informers = memo.get(INFORMERS_KEY)
+    if informers is not None:
+        informers.stop()
 
 
-kopf.index("apps", "v1", "deployments", labels=PART_OF, id=cache.DEPLOYMENTS)(
-    cache.by_namespace(cache.trim_workload)
-)
-kopf.index("apps", "v1", "statefulsets", labels=PART_OF, id=cache.STATEFULSETS)(
-    cache.by_namespace(cache.trim_workload)
-)
-kopf.index("", "v1", "pods", labels=PART_OF, id=cache.PODS)(cache.by_namespace(cache.trim_pod))
+def watched_kinds(context: Context, changed: informer.Callback) -> list[informer.Kind]:
+    """The Tenants for the cache (kopf watches them too, for its handlers); the workloads and pods of tenant
+    namespaces for the cache, the status and drift; the release's other objects for drift (drift.py)."""
+    core, apps, networking = context.kube.core, context.kube.apps, context.kube.networking
+    tenants = functools.partial(context.kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+    selector = context.settings.watch_label_selector
+    part_of = functools.partial(Kind, selector=PART_OF_SELECTOR, callback=changed)
+    return [
+        Kind(cache.TENANTS, "Tenant", tenants, selector, ignore, cache.trim_tenant, key=informer.by_name),
+        part_of(
+            cache.DEPLOYMENTS, "Deployment", apps.list_deployment_for_all_namespaces, trim=cache.trim_workload
+        ),
+        part_of(
+            cache.STATEFULSETS,
+            "StatefulSet",
+            apps.list_stateful_set_for_all_namespaces,
+            trim=cache.trim_workload,
+        ),
+        part_of(cache.PODS, "Pod", core.list_pod_for_all_namespaces, trim=cache.trim_pod),
+        part_of("networkpolicies", "NetworkPolicy", networking.list_network_policy_for_all_namespaces),
+        part_of("resourcequotas", "ResourceQuota", core.list_resource_quota_for_all_namespaces),
+        part_of("limitranges", "LimitRange", core.list_limit_range_for_all_namespaces),
+        part_of("services", "Service", core.list_service_for_all_namespaces),
+    ]
+
+
+def ignore(*_: Any) -> None:
+    """Tenants: kopf's handlers act on their changes; the informer only keeps them for the cache."""
 
 
 @kopf.on.resume(*TENANTS)
@@ -109,19 +125,10 @@ async def reconcile_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: A
 WORKLOADS = frozenset({"Deployment", "StatefulSet", "Pod"})
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=PART_OF)
-@kopf.on.event("apps", "v1", "statefulsets", labels=PART_OF)
-@kopf.on.event("", "v1", "pods", labels=PART_OF)
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=PART_OF)
-@kopf.on.event("", "v1", "resourcequotas", labels=PART_OF)
-@kopf.on.event("", "v1", "limitranges", labels=PART_OF)
-@kopf.on.event("", "v1", "services", labels=PART_OF)
-async def object_changed(
-    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    """An object of a tenant namespace changed: a workload or pod makes a report of the tenant's status;
-    an object of its release (pods aside) is put back if it drifted."""
-    tenant = tenant_of(namespace)
+def object_changed(memo: kopf.Memo, type: str | None, body: informer.Object) -> None:
+    """An object of a tenant namespace changed (an informer's callback): a workload or pod makes a report of
+    the tenant's status; an object of its release (pods aside) is put back if it drifted."""
+    tenant = tenant_of(body.get("metadata", {}).get("namespace"))
     if tenant is None:
         return
     kind = body.get("kind")
@@ -131,7 +138,7 @@ async def object_changed(
         release_object_changed(memo, tenant, type, body)
 
 
-def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body: kopf.Body) -> None:
+def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body: Mapping[str, Any]) -> None:
     drifted = drift.drift_of(type, body)
     if drifted:
         drift.from_memo(memo).request(tenant, drifted)

@@ -53,7 +53,7 @@ class FakeKube:
 
 
 class CountingCache(Cache):
-    """A cache over plain indices that counts the reports (each reads the Tenant once)."""
+    """A cache over plain stores that counts the reports (each reads the Tenant once)."""
 
     reads = 0
 
@@ -63,14 +63,14 @@ class CountingCache(Cache):
 
 
 def cache_of(kube: FakeKube, pods: list[dict[str, Any]] | None = None) -> CountingCache:
-    """The indices as kopf fills them: the Tenant as the API holds it now, the workloads, the pods."""
-    indices = {
-        TENANTS: {"acme": [copy.deepcopy(kube.tenant)]} if kube.tenant else {},
-        DEPLOYMENTS: {"tenant-acme": [SERVER]},
-        STATEFULSETS: {"tenant-acme": [REDIS]},
-        PODS: {"tenant-acme": pods or []},
+    """The stores as the informers fill them: the Tenant as the API holds it now, the workloads, the pods."""
+    stores = {
+        TENANTS: {"acme": {"acme": copy.deepcopy(kube.tenant)}} if kube.tenant else {},
+        DEPLOYMENTS: {"tenant-acme": {"neurallog-server": SERVER}},
+        STATEFULSETS: {"tenant-acme": {"redis": REDIS}},
+        PODS: {"tenant-acme": {pod["metadata"]["name"]: pod for pod in pods or []}},
     }
-    return CountingCache(indices=indices)
+    return CountingCache(stores=stores)
 
 
 @dataclass
@@ -174,7 +174,7 @@ def test_a_gone_tenant_is_forgotten() -> None:
 
 
 def test_the_watch_catching_up_replaces_what_was_written() -> None:
-    """Once the index holds the version written (or a newer one), it is what the cache gives."""
+    """Once the store holds the version written (or a newer one), it is what the cache gives."""
     kube = FakeKube(tenant() | {"metadata": {"name": "acme", "uid": "u", "generation": 1}})
     cache = cache_of(kube)
     written = asyncio.run(kube.patch_tenant_status("acme", {"phase": "Running"}))
@@ -183,15 +183,15 @@ def test_the_watch_catching_up_replaces_what_was_written() -> None:
     newer = copy.deepcopy(kube.tenant or {})
     newer["metadata"]["resourceVersion"] = "7"
     newer["spec"]["displayName"] = "Acme 2"
-    cast(dict[str, Any], cache.indices[TENANTS])["acme"] = [newer]
+    cast(dict[str, Any], cache.stores[TENANTS])["acme"] = {"acme": newer}
     assert cache.tenant("acme") == newer
     assert cache._written == {}
-    cast(dict[str, Any], cache.indices[TENANTS]).pop("acme")
+    cast(dict[str, Any], cache.stores[TENANTS]).pop("acme")
     cache.wrote("acme", written)
     assert cache.tenant("acme") is None, "a Tenant the watch saw go is gone, whatever was written before"
 
 
-def test_pods_and_workloads_are_read_from_the_indices() -> None:
+def test_pods_and_workloads_are_read_from_the_stores() -> None:
     """A pod that cannot pull its image, as the watch saw it: the report says so without any read."""
     pulling = {
         "metadata": {"name": "neurallog-server-1", "labels": {"app": "neurallog-server"}},
