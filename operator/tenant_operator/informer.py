@@ -39,7 +39,7 @@ Key = Callable[[Mapping[str, Any]], str]
 PAGE = 500
 WATCH_SECONDS = (300, 600)  # each watch asks the server to end it after a random time in this range, as
 # client-go does, so that the watches of many operators do not all renew at once
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)  # after failed requests in a row; then every 8 s
 
 
 class ExpiredError(Exception):
