@@ -21,6 +21,7 @@ TENANTS = "tenants"
 DEPLOYMENTS = "deployments"
 STATEFULSETS = "statefulsets"
 PODS = "pods"
+NAMESPACES = "namespaces"
 
 
 def _pick(source: Mapping[str, Any] | None, keys: Iterable[str]) -> Object:
@@ -52,6 +53,12 @@ def trim_pod(body: Mapping[str, Any]) -> Object:
             ("phase", "message", "conditions", "containerStatuses", "initContainerStatuses"),
         ),
     }
+
+
+def trim_namespace(body: Mapping[str, Any]) -> Object:
+    """A tenant namespace as a reconciliation reads it (reconcile.ensure_namespace)."""
+    kept = ("name", "labels", "annotations", "ownerReferences", "deletionTimestamp")
+    return {"metadata": _pick(body.get("metadata"), kept)}
 
 
 def _version(obj: Mapping[str, Any] | None) -> int:
@@ -105,3 +112,8 @@ class Cache:
 
     def pods(self, namespace: str) -> list[Object]:
         return self._values(PODS, namespace)
+
+    def namespace(self, name: str) -> Object | None:
+        """A namespace labelled as a tenant's, as last watched; None also when it is not watched."""
+        found = self._values(NAMESPACES, name) if NAMESPACES in self.stores else []
+        return found[0] if found else None

@@ -30,7 +30,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     context = from_memo(memo)
     configure(settings, context)
     memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
-    informers = Informers(watched_kinds(context, functools.partial(object_changed, memo)))
+    changed = functools.partial(object_changed, memo)
+    informers = Informers(watched_kinds(context, changed, functools.partial(namespace_changed, memo)))
     memo[INFORMERS_KEY] = informers
     context.cache.bind({kind.name: kind.store for kind in informers.kinds if kind.trim is not None})
     await informers.start()
@@ -59,9 +60,12 @@ def stop_watching(memo: kopf.Memo, **_: Any) -> None:
         informers.stop()
 
 
-def watched_kinds(context: Context, changed: informer.Callback) -> list[informer.Kind]:
+def watched_kinds(
+    context: Context, changed: informer.Callback, namespaces_changed: informer.Callback
+) -> list[informer.Kind]:
     """The Tenants for the cache (kopf watches them too, for its handlers); the workloads and pods of tenant
-    namespaces for the cache, the status and drift; the release's other objects for drift (drift.py)."""
+    namespaces for the cache, the status and drift; the release's other objects for drift (drift.py); the
+    tenant namespaces (labelled with their tenant) for reconciliations and drift."""
     core, apps, networking = context.kube.core, context.kube.apps, context.kube.networking
     tenants = functools.partial(context.kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
     selector = context.settings.watch_label_selector
@@ -82,7 +86,9 @@ def watched_kinds(context: Context, changed: informer.Callback) -> list[informer
         part_of("resourcequotas", "ResourceQuota", core.list_resource_quota_for_all_namespaces),
         part_of("limitranges", "LimitRange", core.list_limit_range_for_all_namespaces),
         part_of("services", "Service", core.list_service_for_all_namespaces),
-    ]
+        Kind(cache.NAMESPACES, "Namespace", core.list_namespace, TENANT_LABEL, namespaces_changed,
+             cache.trim_namespace, key=informer.by_name),
+    ]  # fmt: skip
 
 
 def ignore(*_: Any) -> None:
@@ -144,10 +150,10 @@ def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body:
         drift.from_memo(memo).request(tenant, drifted)
 
 
-@kopf.on.event("", "v1", "namespaces", labels={TENANT_LABEL: kopf.PRESENT})
-async def namespace_changed(type: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+def namespace_changed(memo: kopf.Memo, type: str | None, body: informer.Object) -> None:
     """A tenant namespace deleted behind the operator's back is made again and filled (drift.Repairs waits
     until it is gone); one the operator deletes with its Tenant is not (the Tenant is being deleted)."""
+    name = body.get("metadata", {}).get("name")
     tenant = tenant_of(name)
     if type == "DELETED" and tenant is not None:
         drift.from_memo(memo).request(tenant, drift.Drift("Namespace", "", name or "", deleted=True))

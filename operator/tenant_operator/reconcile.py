@@ -85,10 +85,23 @@ async def grant_access(context: Context, namespace: str) -> None:
             logger.info("bound ClusterRole %s in namespace %s", settings.tenant_role, namespace)
 
 
+def is_ready_for(namespace: Mapping[str, Any], tenant: Mapping[str, Any]) -> bool:
+    """Whether a namespace is the Tenant's already, labelled as it should be and not being deleted."""
+    metadata = namespace["metadata"]
+    return (
+        "deletionTimestamp" not in metadata
+        and is_owned_by(namespace, tenant)
+        and not labels_to_fix(namespace, tenant["metadata"]["name"])
+    )
+
+
 async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
     """The tenant's namespace: created, or relabelled, or adopted when an administrator marked it so."""
     name = body["metadata"]["name"]
     namespace = namespace_for(name)
+    watched = context.cache.namespace(namespace)
+    if watched is not None and is_ready_for(watched, body):  # a restart's case: nothing to read or write
+        return namespace
     existing = await context.kube.get_namespace(namespace)
     if existing is not None and existing["metadata"].get("deletionTimestamp"):
         raise kopf.TemporaryError(f"namespace {namespace} is still being deleted; waiting", delay=5)

@@ -1,6 +1,7 @@
 """The create/update and delete use cases with Helm, the API and the reporter faked: what is called when."""
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -12,6 +13,7 @@ from tenant_operator import deletion, reconcile
 from tenant_operator.api import ReleaseStatus
 from tenant_operator.context import Context
 from tenant_operator.drift import Drift
+from tenant_operator.namespace import TENANT_LABEL, namespace_labels
 from tenant_operator.release import HelmError, Release, desired_hash
 from tenant_operator.settings import Settings
 
@@ -114,12 +116,16 @@ class FakeKube:
 
 @dataclass
 class FakeCache:
-    """The watched Tenant is the one the fake API holds."""
+    """The watched Tenant is the one the fake API holds; so are the namespaces, if it watches them."""
 
     kube: FakeKube
+    watches_namespaces: bool = False
 
     def tenant(self, name: str) -> dict[str, Any] | None:
         return self.kube.tenant
+
+    def namespace(self, name: str) -> dict[str, Any] | None:
+        return self.kube.namespaces.get(name) if self.watches_namespaces else None
 
 
 @dataclass
@@ -221,6 +227,30 @@ def test_nothing_changed_means_no_helm_call() -> None:
     assert world.events.posted == [("Normal", "NamespaceLabelled")], (
         "the namespace got its missing labels back"
     )
+
+
+def test_a_namespace_the_watch_saw_ready_is_not_read_again() -> None:
+    """A restart: every Tenant resumes, and a namespace the informer holds, owned and labelled, costs no
+    request; one it holds with a label missing is read and relabelled as before."""
+    world = World()
+    applied = {"state": "Deployed", "appliedHash": desired_hash(values(), FINGERPRINT), "revision": 4}
+    labels = namespace_labels("acme")
+    world.kube.namespaces["tenant-acme"] = owned_namespace(labels=labels)
+    reads: list[str] = []
+    read = world.kube.get_namespace
+
+    async def counted(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return await read(name)
+
+    world.kube.get_namespace = counted  # type: ignore[method-assign]
+    context = dataclasses.replace(world.context(), cache=cast(Any, FakeCache(world.kube, True)))
+    asyncio.run(reconcile.reconcile(context, tenant({"release": applied}), retry=0))
+    assert reads == [] and world.helm.upgrades == [] and world.events.posted == []
+    world.kube.namespaces["tenant-acme"] = owned_namespace(labels={**labels, TENANT_LABEL: "other"})
+    asyncio.run(reconcile.reconcile(context, tenant({"release": applied}), retry=0))
+    assert reads == ["tenant-acme"]
+    assert world.events.posted == [("Normal", "NamespaceLabelled")]
 
 
 def test_a_chart_change_reinstalls() -> None:
