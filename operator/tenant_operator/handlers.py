@@ -31,7 +31,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     configure(settings, context)
     memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
     changed = functools.partial(object_changed, memo)
-    informers = Informers(watched_kinds(context, changed, functools.partial(namespace_changed, memo)))
+    kinds = watched_kinds(context, changed, functools.partial(namespace_changed, memo))
+    informers = Informers(kinds, context.kube.limit)
     memo[INFORMERS_KEY] = informers
     context.cache.bind({kind.name: kind.store for kind in informers.kinds if kind.trim is not None})
     await informers.start()

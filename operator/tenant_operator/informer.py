@@ -26,6 +26,7 @@ from typing import Any
 from kubernetes.watch.watch import iter_resp_lines
 
 from tenant_operator import metrics
+from tenant_operator.kube import RateLimit
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,11 @@ class Kind:
     key: Key = by_namespace
     # key -> name -> trimmed object
     store: dict[str, dict[str, Object]] = field(default_factory=dict)
+    # Waits for the operator's request budget (kube.RateLimit): lists and watches count like any request.
+    throttle: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def request(self, **parameters: Any) -> Any:
+        self.throttle()
         metrics.API_REQUESTS.labels(f"{'watch' if parameters.get('watch') else 'list'}_{self.name}").inc()
         if self.selector:
             parameters["label_selector"] = self.selector
@@ -158,12 +162,17 @@ class Informers:
     """The watches of every kind, started together."""
 
     kinds: list[Kind]
+    limit: RateLimit | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     async def start(self) -> None:
         """List every kind, fill every store, hand the listings to the callbacks, then watch on."""
         loop = asyncio.get_running_loop()
+        if self.limit is not None:
+            limit = self.limit
+            for kind in self.kinds:
+                kind.throttle = lambda: asyncio.run_coroutine_threadsafe(limit.acquire(), loop).result()
         listings = await asyncio.gather(*(asyncio.to_thread(_list_until_done, kind) for kind in self.kinds))
         for kind, (items, _) in zip(self.kinds, listings, strict=True):
             kind.replace(items)

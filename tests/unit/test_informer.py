@@ -11,6 +11,7 @@ import pytest
 
 from tenant_operator.cache import trim_workload
 from tenant_operator.informer import ExpiredError, Informers, Kind, by_namespace
+from tenant_operator.kube import RateLimit
 
 
 def deployment(namespace: str, name: str, version: int, ready: int = 0) -> dict[str, Any]:
@@ -162,3 +163,25 @@ def test_an_error_event_other_than_gone_is_an_error() -> None:
 
 def test_the_store_key_of_a_namespaced_kind_is_the_namespace() -> None:
     assert by_namespace(deployment("tenant-a", "server", 1)) == "tenant-a"
+
+
+def test_lists_and_watches_spend_the_operators_request_budget() -> None:
+    class Counted(RateLimit):
+        spent = 0
+
+        async def acquire(self) -> None:
+            self.spent += 1
+            await super().acquire()
+
+    limit = Counted(qps=1000, burst=10)
+    api = FakeApi([[deployment("tenant-a", "server", 5)], [deployment("tenant-b", "server", 6)]])
+    informers = Informers([Kind("deployments", "Deployment", api, "", lambda *_: None, trim_workload)], limit)
+
+    async def run() -> None:
+        await informers.start()
+        while not api.watched.is_set():
+            await asyncio.sleep(0.01)
+        informers.stop()
+
+    asyncio.run(run())
+    assert limit.spent >= len(api.calls) - 1 >= 2  # (the last watch may not have counted yet)
