@@ -243,6 +243,7 @@ class Helm:
         self.settings = settings
         self._concurrency = asyncio.Semaphore(settings.concurrency)
         self._major: int | None = None
+        self._setup = asyncio.Lock()  # Helm's version and the plugin, found out and installed once
         # One Helm command per release at a time (what makes a pending release found here a dead one).
         self._releases: dict[str, asyncio.Lock] = {}
         # What the release passes through: the chart, the post-renderer and the allow-list it enforces (a
@@ -296,11 +297,13 @@ class Helm:
     async def major_version(self) -> int:
         """3 or 4."""
         if self._major is None:
-            code, stdout, stderr = await self._run("version", "--template", "{{.Version}}")
-            if code != 0:
-                raise HelmError("HelmUnavailable", redact(stderr), permanent=False)
-            match = re.match(r"v?(\d+)", stdout.strip())
-            self._major = int(match.group(1)) if match else 3
+            async with self._setup:
+                if self._major is None:
+                    code, stdout, stderr = await self._run("version", "--template", "{{.Version}}")
+                    if code != 0:
+                        raise HelmError("HelmUnavailable", redact(stderr), permanent=False)
+                    match = re.match(r"v?(\d+)", stdout.strip())
+                    self._major = int(match.group(1)) if match else 3
         return self._major
 
     async def postrender_argument(self) -> str:
@@ -308,11 +311,26 @@ class Helm:
         if await self.major_version() < 4:
             return self.settings.postrenderer
         if not self.plugin_installed():
-            code, _, stderr = await self._run("plugin", "install", str(self.settings.postrender_plugin))
-            if code != 0 and not self.plugin_installed():
-                raise HelmError("PostRendererUnavailable", redact(stderr), permanent=False)
-            logger.info("installed the Helm plugin %s into %s", PLUGIN_NAME, self.plugins)
+            async with self._setup:  # the first releases, all at once, install it once
+                if not self.plugin_installed():
+                    await self._install_plugin()
         return PLUGIN_NAME
+
+    async def _install_plugin(self) -> None:
+        code, _, stderr = await self._run("plugin", "install", str(self.settings.postrender_plugin))
+        if code != 0 and not self.plugin_installed():
+            raise HelmError("PostRendererUnavailable", redact(stderr), permanent=False)
+        logger.info("installed the Helm plugin %s into %s", PLUGIN_NAME, self.plugins)
+
+    async def prepare(self) -> None:
+        """Helm's version and the post-renderer plugin, at the operator's start rather than in the first
+        release's time; a failure here is only logged (each release tries again and reports it)."""
+        try:
+            await self.postrender_argument()
+        except HelmError as error:
+            logger.warning(
+                "Helm is not ready yet (%s: %s); each release will try again", error.reason, error.message
+            )
 
     def plugin_installed(self) -> bool:
         """Whether the post-renderer plugin is in the operator's Helm home (checked without running Helm)."""
