@@ -34,6 +34,7 @@ made.
     .venv/bin/python bench/scale.py [--n 1,10,100] [--contestants ours,floor,flux] [--repetitions 1]
                                     [--concurrency 4] [--sweep 1,2,4,10 --sweep-n 100] [--idle-seconds 300]
                                     [--out bench/results]
+    .venv/bin/python bench/scale.py --plot-from DIR [DIR ...] --out DIR   # plots of earlier runs together
 
 Needs the local cluster up (make cluster-up); nothing else may run an operator meanwhile.
 """
@@ -1286,7 +1287,23 @@ def main() -> int:
     parser.add_argument("--sweep-n", type=int, default=100)
     parser.add_argument("--idle-seconds", type=float, default=300)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--plot-from",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="measure nothing: plot runs made before (each DIR/scale.json) together, into --out",
+    )
     arguments = parser.parse_args()
+    if arguments.plot_from:
+        runs = [
+            Run(**run)
+            for directory in arguments.plot_from
+            for run in json.loads((directory / "scale.json").read_text())["runs"]
+        ]
+        for path in plot(runs, arguments.concurrency, arguments.out):
+            print(f"wrote {path}")
+        return 0
     arguments.n = tuple(sorted(arguments.n))
     chosen = [name.strip() for name in arguments.contestants.split(",") if name.strip()]
     unknown = set(chosen) - set(CONTESTANTS)
