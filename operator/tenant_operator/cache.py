@@ -92,7 +92,7 @@ class Cache:
         return written
 
     def wrote(self, name: str, tenant: Mapping[str, Any] | None) -> None:
-        """The answer of a status patch: newer than the index until the watch brings it."""
+        """The answer of a status patch: newer than the store until the watch brings it."""
         if tenant is None or _version(tenant) < 0:
             self._written.pop(name, None)
         else:
