@@ -913,7 +913,7 @@ class Run:
     etcd_cpu: float = 0.0
     load_before: float = 0.0
     cleanup_seconds: float = 0.0
-    restart: dict[str, float | None] = field(default_factory=dict)
+    restart: dict[str, Any] = field(default_factory=dict)
     idle: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
@@ -1009,11 +1009,13 @@ def run_once(
     return run
 
 
-def restart_phase(contestant: Contestant) -> dict[str, float | None]:
+def restart_phase(contestant: Contestant) -> dict[str, Any]:
+    """The restart's time, and the Helm commands of the new process (by command: a release is an upgrade)."""
     seconds = contestant.restart()
     if seconds is None:
         return {}
-    return {"seconds": seconds, "helm_calls": contestant.helm_calls()}
+    commands = {command: calls for command, calls in contestant.helm_commands().items() if calls}
+    return {"seconds": seconds, "helm_calls": contestant.helm_calls(), "helm_commands": commands}
 
 
 def idle_phase(contestant: Contestant, seconds: float) -> dict[str, Any]:
@@ -1139,7 +1141,7 @@ def report(runs: list[Run], arguments: argparse.Namespace, about: dict[str, str]
                 lines.append(
                     f"- {run.contestant}, N={run.n}: restart — every tenant known Running again after "
                     f"{run.restart['seconds']:.1f} s, Helm calls of the new process: "
-                    f"{run.restart['helm_calls']:.0f}"
+                    f"{run.restart['helm_calls']:.0f} {run.restart.get('helm_commands') or ''}"
                 )
             if run.idle:
                 idle = run.idle
@@ -1296,12 +1298,12 @@ def main() -> int:
     )
     arguments = parser.parse_args()
     if arguments.plot_from:
-        runs = [
+        earlier = [
             Run(**run)
             for directory in arguments.plot_from
             for run in json.loads((directory / "scale.json").read_text())["runs"]
         ]
-        for path in plot(runs, arguments.concurrency, arguments.out):
+        for path in plot(earlier, arguments.concurrency, arguments.out):
             print(f"wrote {path}")
         return 0
     arguments.n = tuple(sorted(arguments.n))
