@@ -1303,6 +1303,7 @@ def main() -> int:
             for directory in arguments.plot_from
             for run in json.loads((directory / "scale.json").read_text())["runs"]
         ]
+        arguments.out.mkdir(parents=True, exist_ok=True)
         for path in plot(earlier, arguments.concurrency, arguments.out):
             print(f"wrote {path}")
         return 0
