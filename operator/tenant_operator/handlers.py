@@ -36,8 +36,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo[INFORMERS_KEY] = informers
     context.cache.bind({kind.name: kind.store for kind in informers.kinds if kind.trim is not None})
     await informers.start()
-    if context.flux is None:  # the helm backend: the first release need not wait for Helm's set-up
-        await context.helm.prepare()
 
 
 def configure(settings: kopf.OperatorSettings, context: Context) -> None:

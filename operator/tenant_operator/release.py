@@ -322,16 +322,6 @@ class Helm:
             raise HelmError("PostRendererUnavailable", redact(stderr), permanent=False)
         logger.info("installed the Helm plugin %s into %s", PLUGIN_NAME, self.plugins)
 
-    async def prepare(self) -> None:
-        """Helm's version and the post-renderer plugin, at the operator's start rather than in the first
-        release's time; a failure here is only logged (each release tries again and reports it)."""
-        try:
-            await self.postrender_argument()
-        except HelmError as error:
-            logger.warning(
-                "Helm is not ready yet (%s: %s); each release will try again", error.reason, error.message
-            )
-
     def plugin_installed(self) -> bool:
         """Whether the post-renderer plugin is in the operator's Helm home (checked without running Helm)."""
         manifests = self.plugins.glob("*/plugin.yaml") if self.plugins.is_dir() else []
