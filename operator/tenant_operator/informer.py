@@ -191,6 +191,12 @@ class Informers:
     def stop(self) -> None:
         self._stop.set()
 
+    def join(self, timeout: float) -> bool:
+        """Wait (in a thread, with the loop running) for the watch threads to end; whether they all did."""
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)
+
     def _follow(self, kind: Kind, version: str, loop: asyncio.AbstractEventLoop) -> None:
         """The thread of one kind: watch from `version`, list again when that is no longer possible."""
         failures = 0

@@ -92,6 +92,7 @@ def test_every_store_is_full_before_the_first_callback() -> None:
     async def run() -> None:
         await informers.start()
         informers.stop()
+        assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
 
     asyncio.run(run())
     assert seen == [(None, "Pod", 1)], "the deployments were listed before the pod's callback ran"
@@ -119,6 +120,7 @@ def test_a_watch_resumes_from_the_last_version_and_changes_the_store() -> None:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
         informers.stop()
+        assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
 
     asyncio.run(run())
     versions = [call["resource_version"] for call in api.calls if call.get("watch")]
@@ -144,6 +146,7 @@ def test_a_watch_too_old_lists_again_and_hands_on_what_went_as_deleted() -> None
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
         informers.stop()
+        assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
 
     asyncio.run(run())
     assert events[2:] == [("DELETED", "tenant-a"), (None, "tenant-b")]
@@ -182,6 +185,7 @@ def test_lists_and_watches_spend_the_operators_request_budget() -> None:
         while not api.watched.is_set():
             await asyncio.sleep(0.01)
         informers.stop()
+        assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
 
     asyncio.run(run())
     assert limit.spent >= len(api.calls) - 1 >= 2  # (the last watch may not have counted yet)
