@@ -15,6 +15,7 @@ from the new listing are handed on as deleted.
 """
 
 import asyncio
+import itertools
 import json
 import logging
 import random
@@ -234,7 +235,7 @@ class Informers:
 
 def _list_until_done(kind: Kind) -> tuple[list[Object], str]:
     """The first listing, tried again until it succeeds (the operator cannot start without it)."""
-    for failures in range(1_000_000):
+    for failures in itertools.count():
         try:
             return kind.fetch()
         except Exception as error:  # the API server not there yet, a connection cut, no permission

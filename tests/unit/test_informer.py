@@ -65,6 +65,16 @@ class FakeApi:
         return Response(data=json.dumps(body).encode())
 
 
+async def until_watched(informers: Informers, api: FakeApi) -> None:
+    """Start the informers, let them watch until the fake API has no events left, stop and join them."""
+    await informers.start()
+    while not api.watched.is_set():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    informers.stop()
+    assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
+
+
 def test_a_listing_in_pages_is_kept_trimmed_and_says_its_kind() -> None:
     api = FakeApi([[deployment("tenant-a", "server", 5)], [deployment("tenant-b", "server", 6)]])
     kind = Kind("deployments", "Deployment", api, "app=x", lambda *_: None, trim_workload)
@@ -114,15 +124,7 @@ def test_a_watch_resumes_from_the_last_version_and_changes_the_store() -> None:
                 trim_workload)  # fmt: skip
     informers = Informers([kind])
 
-    async def run() -> None:
-        await informers.start()
-        while not api.watched.is_set():
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        informers.stop()
-        assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
-
-    asyncio.run(run())
+    asyncio.run(until_watched(informers, api))
     versions = [call["resource_version"] for call in api.calls if call.get("watch")]
     assert versions[:3] == ["10", "15", "16"]
     assert events == [(None, "server"), ("MODIFIED", "server"), ("DELETED", "server")]
@@ -140,15 +142,7 @@ def test_a_watch_too_old_lists_again_and_hands_on_what_went_as_deleted() -> None
         (t, o["metadata"].get("namespace"))), trim_workload)  # fmt: skip
     informers = Informers([kind])
 
-    async def run() -> None:
-        await informers.start()
-        while not api.watched.is_set():
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        informers.stop()
-        assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
-
-    asyncio.run(run())
+    asyncio.run(until_watched(informers, api))
     assert events[2:] == [("DELETED", "tenant-a"), (None, "tenant-b")]
     assert set(kind.store) == {"tenant-b"}
     assert kind.store["tenant-b"]["server"]["metadata"]["generation"] == 1
@@ -180,12 +174,5 @@ def test_lists_and_watches_spend_the_operators_request_budget() -> None:
     api = FakeApi([[deployment("tenant-a", "server", 5)], [deployment("tenant-b", "server", 6)]])
     informers = Informers([Kind("deployments", "Deployment", api, "", lambda *_: None, trim_workload)], limit)
 
-    async def run() -> None:
-        await informers.start()
-        while not api.watched.is_set():
-            await asyncio.sleep(0.01)
-        informers.stop()
-        assert await asyncio.to_thread(informers.join, 5), "a watch thread outlived the test"
-
-    asyncio.run(run())
+    asyncio.run(until_watched(informers, api))
     assert limit.spent >= len(api.calls) - 1 >= 2  # (the last watch may not have counted yet)
