@@ -735,7 +735,10 @@ class Floor(Contestant):
 
     def start(self, concurrency: int) -> None:
         home = Path(tempfile.mkdtemp(prefix="floor-helm-", dir=self.workdir))
-        self.settings = Settings(helm=str(STATE / "bin" / "helm"), helm_home=home, concurrency=concurrency)
+        # The floor is `helm upgrade --install` processes: never the operator's helm-worker.
+        self.settings = Settings(
+            helm=str(STATE / "bin" / "helm"), helm_worker="", helm_home=home, concurrency=concurrency
+        )
         self.helm = Helm(self.settings)
         asyncio.run(self.helm.postrender_argument())  # installs the plugin, out of the timed window
         self._children_before = self._children_cpu()

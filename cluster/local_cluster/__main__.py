@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clients-only",
         action="store_true",
-        help="build: only the clients (kubectl, helm, helm3, ct, netpolicy, helm-docs, kstatus), for another "
-        "cluster",
+        help="build: only the clients (kubectl, helm, helm-worker, helm3, ct, netpolicy, helm-docs, "
+        "kstatus), for another cluster",
     )
     args = parser.parse_args(argv)
     if args.action and args.command != "flux":

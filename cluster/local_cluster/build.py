@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
+REPO_ROOT = TOOLS_DIR.parent.parent
 
 
 def cache_root() -> Path:
@@ -88,6 +89,7 @@ class Tool:
     ldflags: Callable[[str], list[str]]
     server: bool = False  # only the local cluster runs it; tests against another cluster need only clients
     wrapper: str = ""  # the directory under cluster/tools, when it is not the tool's name
+    source: Path | None = None  # the module's directory, for a program of the project's own
     static: bool = False  # built without cgo, for binaries that also run inside images
     tags: str = ""  # Go build tags
     subdir: str = ""  # where under the bin directory the binaries are linked (CNI plugins live apart)
@@ -98,7 +100,7 @@ class Tool:
 
     @property
     def directory(self) -> Path:
-        return TOOLS_DIR / (self.wrapper or self.name)
+        return self.source or TOOLS_DIR / (self.wrapper or self.name)
 
     def version(self) -> str:
         text = (self.directory / "go.mod").read_text()
@@ -152,6 +154,15 @@ TOOLS = (
         "helm.sh/helm/v4",
         {"helm": "helm.sh/helm/v4/cmd/helm"},
         lambda v: [f"-X helm.sh/helm/v4/internal/version.version={v}"],
+    ),
+    # The operator's Helm: Helm 4 as a library in one long-running process (operator/helm-worker).
+    Tool(
+        "helm-worker",
+        "helm.sh/helm/v4",
+        {"helm-worker": "."},
+        lambda v: [f"-X helm.sh/helm/v4/internal/version.version={v}"],
+        source=REPO_ROOT / "operator" / "helm-worker",
+        static=True,
     ),
     Tool(
         "helm3",
@@ -302,8 +313,8 @@ def tool_files(bin_dir: Path, tool_name: str, directory: str) -> Path:
 
 def ensure_binaries(bin_dir: Path, clients_only: bool = False) -> None:
     """Builds what the cache lacks and links the binaries into ``bin_dir``: every one, or with
-    ``clients_only`` those that tests against another cluster use (kubectl, helm, helm3, ct, netpolicy,
-    helm-docs, kstatus)."""
+    ``clients_only`` those that tests against another cluster use (kubectl, helm, helm-worker, helm3, ct,
+    netpolicy, helm-docs, kstatus)."""
     go_version = _go_version()
     bin_dir.mkdir(parents=True, exist_ok=True)
     for tool in (tool for tool in TOOLS if not (clients_only and tool.server)):

@@ -504,20 +504,25 @@ def _build_base(_bin_dir: Path, out: Path, work: Path) -> None:
     write_oci_archive(out, OPERATOR_BASE_IMAGE, rootfs, config)
 
 
+HELM_BINARIES = ("helm", "helm-worker")
+
+
 def _helm_key(bin_dir: Path) -> str:
-    helm = bin_dir / "helm"
-    if not helm.exists():
-        raise RuntimeError(f"{helm} is missing: the operator image carries the pinned Helm (build it first)")
-    # The pinned Helm's cache entry is named after a hash of its wrapper module and link flags.
-    return str(helm.resolve())
+    for name in HELM_BINARIES:
+        if not (bin_dir / name).exists():
+            raise RuntimeError(f"{bin_dir / name} is missing: the operator image carries it (build it first)")
+    # Each binary's cache entry is named after a hash of its Go module and link flags.
+    return "+".join(str((bin_dir / name).resolve()) for name in HELM_BINARIES)
 
 
 def _build_helm(bin_dir: Path, out: Path, work: Path) -> None:
-    """The pinned Helm that build.py made, alone in an image, for the operator's Dockerfile to copy."""
+    """The pinned Helm and the helm-worker that build.py made, alone in an image, for the operator's
+    Dockerfile to copy."""
 
     def fill(root: Path) -> None:
         (root / "usr/local/bin").mkdir(parents=True)
-        shutil.copy2((bin_dir / "helm").resolve(), root / "usr/local/bin/helm")
+        for name in HELM_BINARIES:
+            shutil.copy2((bin_dir / name).resolve(), root / "usr/local/bin" / name)
 
     _archive_from_tree(out, HELM_IMAGE, ImageConfig(entrypoint=["/usr/local/bin/helm"]), fill, work)
 

@@ -8,7 +8,7 @@ import kopf
 
 from tenant_operator import cache, deletion, drift, informer, metrics, reconcile
 from tenant_operator.api import GROUP, PLURAL, VERSION, tenant_of
-from tenant_operator.context import Context, from_memo
+from tenant_operator.context import MEMO_KEY, Context, from_memo
 from tenant_operator.informer import Informers, Kind
 from tenant_operator.kube import HELM_RELEASES
 from tenant_operator.namespace import TENANT_LABEL
@@ -55,10 +55,13 @@ def configure(settings: kopf.OperatorSettings, context: Context) -> None:
 
 
 @kopf.on.cleanup()
-def stop_watching(memo: kopf.Memo, **_: Any) -> None:
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the watches and end the helm-worker (after the releases under way)."""
     informers = memo.get(INFORMERS_KEY)
     if informers is not None:
         informers.stop()
+    if MEMO_KEY in memo:
+        await from_memo(memo).helm.close()
 
 
 def watched_kinds(

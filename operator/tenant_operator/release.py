@@ -1,8 +1,11 @@
 """The tenant's Helm release: `helm upgrade --install` of charts/tenant through the post-renderer; uninstall.
 
-Helm 3 runs the post-renderer as an executable (`--post-renderer /path/to/tenant-postrender`); Helm 4 runs it
-as a plugin (`--post-renderer tenant-postrender`), installed from postrender/ into a HELM_PLUGINS directory of
-the operator's own. All that Helm prints passes through `redact` before it reaches a status, event or log.
+Installs and upgrades go to the helm-worker (helm_worker.py: Helm 4 as a library in one process, the
+post-renderer answered in this one) when it is there. Else each runs the `helm` executable: Helm 3 runs the
+post-renderer as an executable (`--post-renderer /path/to/tenant-postrender`), Helm 4 as a plugin
+(`--post-renderer tenant-postrender`), installed from postrender/ into a HELM_PLUGINS directory of the
+operator's own. History, rollback and uninstall always run the executable. All that Helm prints passes through
+`redact` before it reaches a status, event or log.
 """
 
 import asyncio
@@ -13,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,13 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from tenant_operator import metrics
+from tenant_operator.helm_worker import HelmWorker, WorkerUnavailableError
 from tenant_operator.settings import Settings
 from tenant_postrender.cli import ALLOWED_REGISTRIES_ENV
+from tenant_postrender.render import render
+from tenant_postrender.violations import ValidationFailed
 
 logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "tenant-postrender"
 MAX_MESSAGE = 4000
+HISTORY_MAX = 5
 
 
 class HelmError(Exception):
@@ -218,7 +226,7 @@ def upgrade_args(
         "--timeout",
         f"{int(timeout)}s",
         "--history-max",
-        "5",
+        str(HISTORY_MAX),
         "--output",
         "json",
         *(["--force-conflicts", "--disable-openapi-validation"] if server_side else []),
@@ -267,6 +275,27 @@ class Helm:
             "GOGC": environ.get("GOGC", "400"),
         }
         self.plugins = settings.helm_home / "data" / "plugins"
+        worker = shutil.which(settings.helm_worker) if settings.helm_worker else None
+        # A long-running Go process is better off with Go's default garbage collection.
+        worker_env = {key: value for key, value in self.env.items() if key != "GOGC"} | (
+            {"GOGC": environ["GOGC"]} if "GOGC" in environ else {}
+        )
+        self.worker = HelmWorker(worker, worker_env, self._postrender) if worker else None
+        if not worker:
+            logger.info("no helm-worker (%r): each release runs %s", settings.helm_worker, settings.helm)
+
+    async def close(self) -> None:
+        """End the helm-worker, if one runs (after the releases under way)."""
+        if self.worker is not None:
+            await self.worker.close()
+
+    def _postrender(self, manifests: str) -> tuple[str, str]:
+        """What the post-renderer plugin does to a release's manifests, for the worker: (manifests, "") or
+        ("", the report of why they are refused)."""
+        try:
+            return render(manifests, allowed_registries=list(self.settings.allowed_registries)), ""
+        except ValidationFailed as failure:
+            return "", failure.report()
 
     async def _run(self, *args: str, timeout: float | None = None) -> tuple[int, str, str]:
         command = args[0]
@@ -336,6 +365,44 @@ class Helm:
             return await self._upgrade(name, namespace, values)
 
     async def _upgrade(self, name: str, namespace: str, values: Mapping[str, Any]) -> Release:
+        if self.worker is not None:
+            code, stdout, stderr = await self._upgrade_in_worker(self.worker, name, namespace, values)
+        else:
+            code, stdout, stderr = await self._upgrade_in_process(name, namespace, values)
+        if code != 0:
+            error = classify(stderr)
+            if error.reason == "ReleaseBusy":
+                await self.unstick(name, namespace)
+            elif error.reason == "NoDeployedRelease":  # a first install that failed half-way: start over
+                await self._uninstall(name, namespace)
+            raise error
+        return parse_release(stdout)
+
+    async def _upgrade_in_worker(
+        self, worker: HelmWorker, name: str, namespace: str, values: Mapping[str, Any]
+    ) -> tuple[int, str, str]:
+        async with self._concurrency, metrics.helm_call("upgrade") as outcome:
+            try:
+                result = await worker.upgrade(
+                    name=name,
+                    namespace=namespace,
+                    chart=self.settings.chart,
+                    values=values,
+                    timeout=self.settings.helm_timeout,
+                    history_max=HISTORY_MAX,
+                )
+            except TimeoutError:
+                outcome.append("timeout")
+                raise HelmError("HelmTimeout", "helm upgrade took too long", permanent=False) from None
+            except WorkerUnavailableError as gone:
+                outcome.append("error")
+                raise HelmError("HelmUnavailable", redact(gone.stderr), permanent=False) from None
+            outcome.append("ok" if result[0] == 0 else "error")
+            return result
+
+    async def _upgrade_in_process(
+        self, name: str, namespace: str, values: Mapping[str, Any]
+    ) -> tuple[int, str, str]:
         postrenderer = await self.postrender_argument()
         with tempfile.TemporaryDirectory(prefix="tenant-values-") as directory:
             values_file = Path(directory) / "values.json"
@@ -350,15 +417,7 @@ class Helm:
                 timeout=self.settings.helm_timeout,
                 server_side=await self.major_version() >= 4,
             )
-            code, stdout, stderr = await self._run(*args)
-        if code != 0:
-            error = classify(stderr)
-            if error.reason == "ReleaseBusy":
-                await self.unstick(name, namespace)
-            elif error.reason == "NoDeployedRelease":  # a first install that failed half-way: start over
-                await self._uninstall(name, namespace)
-            raise error
-        return parse_release(stdout)
+            return await self._run(*args)
 
     async def template(self, name: str, namespace: str, chart: Path, values: Mapping[str, Any]) -> str:
         """`helm template` of a tenant: the release's manifests as Helm renders them, without a cluster (so a

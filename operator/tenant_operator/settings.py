@@ -62,6 +62,12 @@ class Settings(BaseModel):
         default_factory=default_helm_home,
         description="Data, config and cache of the operator's Helm (Helm 4: the post-renderer plugin too).",
     )
+    helm_worker: str = Field(
+        default="helm-worker",
+        description="The helm-worker executable (operator/helm-worker: Helm 4 as a library in one process) "
+        "that installs and upgrades the releases; a name is looked up on PATH, and when it is not there, or "
+        "the value is empty, each release runs `helm upgrade --install` of the `helm` executable.",
+    )
     helm_timeout: float = Field(default=300, gt=0, description="Seconds one Helm command may take.")
     concurrency: int = Field(
         default=4, ge=1, description="Tenants reconciled (Helm commands run) at the same time."

@@ -519,12 +519,14 @@ def test_operator_image_holds_the_pinned_helm_and_renders_a_tenant(tmp_path: Pat
     assert config["User"] == "65532:65532"
     environment = dict(item.split("=", 1) for item in config["Env"])
     assert environment["TENANT_OPERATOR_HELM"] == "/usr/local/bin/helm"
+    assert environment["TENANT_OPERATOR_HELM_WORKER"] == "/usr/local/bin/helm-worker"
     assert environment["TENANT_OPERATOR_CHART"] == "/opt/tenant-operator/charts/tenant"
     root = unpacked.rootfs
     assert (root / "opt/tenant-operator/charts/tenant/Chart.yaml").is_file()
     assert (root / "opt/tenant-operator/postrender/plugin.yaml").is_file()
     assert not list(root.glob("opt/venv/lib/python3*/site-packages/local_cluster"))
-    assert (root / "usr/local/bin/helm").read_bytes() == (bin_dir / "helm").resolve().read_bytes()
+    for binary in ("helm", "helm-worker"):
+        assert (root / "usr/local/bin" / binary).read_bytes() == (bin_dir / binary).resolve().read_bytes()
     # As the chart runs it: uid 65532, read-only root, HOME=/tmp on a volume. Helm 4 installs the plugin
     # from postrender/ and renders a tenant through tenant-postrender, as the operator does.
     script = (

@@ -103,6 +103,7 @@ class Operator:
             | {
                 "KUBECONFIG": str(self.account.kubeconfig),
                 "TENANT_OPERATOR_HELM": str(self.kube.bin / "helm"),
+                "TENANT_OPERATOR_HELM_WORKER": str(self.kube.bin / "helm-worker"),
                 "TENANT_OPERATOR_HELM_HOME": str(self.workdir / "helm"),
                 "TENANT_OPERATOR_HEALTH_PORT": str(health_port),
                 "TENANT_OPERATOR_METRICS_PORT": str(self.metrics_port),

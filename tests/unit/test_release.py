@@ -5,8 +5,10 @@ import asyncio
 import json
 import os
 import stat
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from tenant_operator.release import (
     CHART_SOURCES,
     Helm,
     HelmError,
+    Release,
     classify,
     desired_hash,
     fingerprint,
@@ -248,6 +251,7 @@ def fake_helm(tmp_path: Path, *, major: int, upgrade: str = UPGRADE_OK) -> tuple
         postrenderer="/opt/venv/bin/tenant-postrender",
         postrender_plugin=plugin,
         helm_home=tmp_path / "home",
+        helm_worker="",
     )
     return Helm(settings), log
 
@@ -327,3 +331,159 @@ def test_a_timed_out_helm_leaves_no_process_behind(tmp_path: Path) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"the post-renderer's process {pid} outlived the timed-out Helm")
+
+
+# A helm-worker that speaks the protocol (operator/helm-worker/main.go) without Helm: it logs each request and
+# the post-rendered manifests it is given, asks the post-render question with MANIFESTS, and answers as Helm's
+# library does. On the request numbered EXIT_AT (counted over its runs) it exits instead.
+FAKE_WORKER = """#!{python}
+import json, sys
+from pathlib import Path
+log = Path("{log}")
+runs = log.with_suffix(".runs")
+runs.write_text(runs.read_text() + "run\\n" if runs.exists() else "run\\n")
+if {fail_start}:
+    print("Error: could not get server version from Kubernetes: connection refused", file=sys.stderr)
+    sys.exit(1)
+print(json.dumps({{"type": "ready"}}), flush=True)
+for line in sys.stdin:
+    message = json.loads(line)
+    with log.open("a") as out:
+        out.write(line)
+    if message["op"] == "upgrade":
+        if len(log.read_text().splitlines()) == {exit_at}:
+            sys.exit(3)
+        question = {{"id": message["id"], "type": "postrender", "manifests": {manifests!r}}}
+        print(json.dumps(question), flush=True)
+    elif "error" in message:
+        stderr = "Error: error while running post render on files: " + message["error"]
+        print(json.dumps({{"id": message["id"], "type": "error", "stderr": stderr}}), flush=True)
+    else:
+        chart = {{"metadata": {{"version": "0.1.0"}}}}
+        release = {{"name": "t", "version": 2, "info": {{"status": "deployed"}}, "chart": chart}}
+        print(json.dumps({{"id": message["id"], "type": "result", "release": release}}), flush=True)
+"""
+FOREIGN_IMAGE = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: s, namespace: tenant-t}
+spec:
+  selector: {matchLabels: {app: s}}
+  template:
+    metadata: {labels: {app: s}}
+    spec: {containers: [{name: s, image: elsewhere.example/s:1}]}
+"""
+
+
+def fake_worker(
+    tmp_path: Path,
+    *,
+    manifests: str = "kind: ConfigMap\n",
+    exit_at: int = 0,
+    fail_start: bool = False,
+    allowed_registries: tuple[str, ...] = (),
+) -> tuple[Helm, Path, Path]:
+    """A Helm whose releases go to the fake worker; the fake `helm` executable logs any call made instead."""
+    helm, helm_log = fake_helm(tmp_path, major=4)
+    log = tmp_path / "worker.log"
+    script = tmp_path / "helm-worker"
+    script.write_text(
+        FAKE_WORKER.format(
+            python=sys.executable, log=log, manifests=manifests, exit_at=exit_at, fail_start=fail_start
+        )
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    settings = helm.settings.model_copy(
+        update={"helm_worker": str(script), "allowed_registries": allowed_registries}
+    )
+    return Helm(settings), log, helm_log
+
+
+async def upgrade_and_close(helm: Helm, name: str, values: dict[str, Any]) -> Release:
+    try:
+        return await helm.upgrade(name, f"tenant-{name}", values)
+    finally:
+        await helm.close()
+
+
+def requests_of(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_the_worker_installs_through_the_operators_postrenderer(tmp_path: Path) -> None:
+    helm, log, helm_log = fake_worker(tmp_path)
+    assert helm.worker is not None
+    helm.worker.postrender = lambda text: (text.upper(), "")
+    release = asyncio.run(upgrade_and_close(helm, "t", {"displayName": "T"}))
+    assert (release.name, release.revision, release.status) == ("t", 2, "deployed")
+    request, answer = requests_of(log)
+    assert request["op"] == "upgrade"
+    assert (request["name"], request["namespace"], request["values"]) == (
+        "t",
+        "tenant-t",
+        {"displayName": "T"},
+    )
+    assert request["chart"] == str(helm.settings.chart)
+    assert (request["timeout_seconds"], request["history_max"]) == (300, 5)
+    assert answer == {"id": request["id"], "op": "postrendered", "manifests": "KIND: CONFIGMAP\n"}
+    assert not helm_log.exists(), "no helm process: neither `helm version` nor the plugin's install"
+
+
+def test_the_worker_runs_releases_side_by_side_in_one_process(tmp_path: Path) -> None:
+    helm, log, _ = fake_worker(tmp_path)
+    assert helm.worker is not None
+    helm.worker.postrender = lambda text: (text, "")
+
+    async def four() -> list[Release]:
+        try:
+            return await asyncio.gather(*(helm.upgrade(f"t{i}", f"tenant-t{i}", {}) for i in range(4)))
+        finally:
+            await helm.close()
+
+    assert [release.revision for release in asyncio.run(four())] == [2, 2, 2, 2]
+    assert log.with_suffix(".runs").read_text() == "run\n"
+    assert sorted(r["namespace"] for r in requests_of(log) if r["op"] == "upgrade") == [
+        f"tenant-t{i}" for i in range(4)
+    ]
+
+
+def test_a_release_the_postrenderer_refuses_fails_for_good(tmp_path: Path) -> None:
+    """The worker's post-render question is answered by tenant_postrender itself: its report is the error."""
+    helm, log, _ = fake_worker(tmp_path, manifests=FOREIGN_IMAGE, allowed_registries=("registry.local",))
+    with pytest.raises(HelmError) as failure:
+        asyncio.run(upgrade_and_close(helm, "t", {}))
+    assert failure.value.reason == "ImageNotAllowed"
+    assert failure.value.permanent
+    assert "elsewhere.example/s:1" in failure.value.message
+    assert "not from an allowed registry" in requests_of(log)[1]["error"]
+
+
+def test_a_worker_that_exits_fails_the_release_and_starts_again(tmp_path: Path) -> None:
+    helm, log, _ = fake_worker(tmp_path, exit_at=1)
+    assert helm.worker is not None
+    helm.worker.postrender = lambda text: (text, "")
+
+    async def twice() -> Release:
+        with pytest.raises(HelmError) as failure:
+            await helm.upgrade("t", "tenant-t", {})
+        assert failure.value.reason == "HelmUnavailable"
+        assert not failure.value.permanent
+        return await upgrade_and_close(helm, "t", {})
+
+    assert asyncio.run(twice()).revision == 2
+    assert log.with_suffix(".runs").read_text() == "run\nrun\n"
+
+
+def test_a_worker_that_cannot_start_says_why(tmp_path: Path) -> None:
+    helm, _, _ = fake_worker(tmp_path, fail_start=True)
+    with pytest.raises(HelmError) as failure:
+        asyncio.run(helm.upgrade("t", "tenant-t", {}))
+    assert failure.value.reason == "HelmUnavailable"
+    assert "connection refused" in failure.value.message
+
+
+def test_without_a_worker_each_release_runs_helm(tmp_path: Path) -> None:
+    helm, log = fake_helm(tmp_path, major=4)
+    named = Helm(helm.settings.model_copy(update={"helm_worker": "no-such-helm-worker"}))
+    assert named.worker is None
+    asyncio.run(named.upgrade("t", "tenant-t", {}))
+    assert "upgrade" in [call.split()[0] for call in log.read_text().splitlines()]
