@@ -107,6 +107,9 @@ class HelmWorker:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 limit=LINE_LIMIT,
+                # Out of the terminal's process group: an interrupt reaches the operator, which ends the
+                # worker by closing its input, after the releases under way (never half a release).
+                start_new_session=True,
             )
             assert process.stdout is not None and process.stderr is not None
             self._stderr = []

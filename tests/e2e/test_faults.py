@@ -123,8 +123,8 @@ def delete_and_wait(kube: Kube, tenants: Tenants, names: list[str], timeout: flo
 
 
 def helm_children(operator: Operator) -> dict[int, list[str]]:
-    """The command lines of the Helm processes the operator runs now, by pid (each leads a process group
-    with its post-renderer)."""
+    """The command lines of the Helm processes the operator runs now, by pid: its helm-worker and any `helm`
+    command (each leads a process group, a `helm` command with its post-renderer)."""
     assert operator.process is not None
     found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -132,19 +132,20 @@ def helm_children(operator: Operator) -> dict[int, list[str]]:
             text = stat.read_text()  # "pid (command) state parent-pid ..."
             command = text[text.index("(") + 1 : text.rindex(")")]
             parent = int(text[text.rindex(")") + 2 :].split()[1])
-            if command == "helm" and parent == operator.process.pid:
+            if command in ("helm", "helm-worker") and parent == operator.process.pid:
                 found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().decode().split("\0")
     return found
 
 
-def installing(operator: Operator) -> set[str]:
-    """The releases that the operator's Helm is installing or upgrading now."""
-    return {argv[3] for argv in helm_children(operator).values() if argv[1:3] == ["upgrade", "--install"]}
+def installing(kube: Kube, names: list[str]) -> set[str]:
+    """The Tenants whose release the operator says it is installing or upgrading now."""
+    tenants = tenant_objects(kube, names)
+    return {name for name, tenant in tenants.items() if release_state(tenant) == "Installing"}
 
 
 def crash(operator: Operator) -> int:
-    """SIGKILL of the operator and of the Helm commands it runs, as the end of its container would kill them
-    all; the number of Helm commands killed."""
+    """SIGKILL of the operator and of the Helm processes it runs, as the end of its container would kill them
+    all; the number of Helm processes killed."""
     running = helm_children(operator)
     operator.kill()
     for pid in running:
@@ -330,7 +331,7 @@ def test_a_killed_operator_makes_each_of_50_tenants_exactly_once(
         if sum(release["status"] == "deployed" for release in found) < 5:
             return None
         pending = {release["name"] for release in found if str(release["status"]).startswith("pending")}
-        return pending & installing(operator) or None
+        return pending & installing(kube, names) or None
 
     wait_until(mid_install, timeout=180, every=0.1, what="5 releases deployed and one being installed")
     killed_helms = crash(operator)
@@ -338,7 +339,7 @@ def test_a_killed_operator_makes_each_of_50_tenants_exactly_once(
     states = Counter(release_state(tenant) for tenant in tenant_objects(kube, names).values())
     print(
         f"\nkilled the operator {time.monotonic() - started:.1f} s after applying 50 tenants, with "
-        f"{killed_helms} Helm commands running; releases left: {dict(left)}; Tenant states: {dict(states)}"
+        f"{killed_helms} Helm processes running; releases left: {dict(left)}; Tenant states: {dict(states)}"
     )
     assert left["deployed"] < len(names), "all were installed before the kill: nothing was interrupted"
     # Often a release is left pending (the restarted operator then frees it); the installs seen pending may
