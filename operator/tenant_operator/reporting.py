@@ -4,7 +4,7 @@ Reports are triggered by events (a Tenant reconciled; a Deployment, StatefulSet 
 changed), never by a per-tenant timer; they read what the watches saw (cache.py), not the API server. Reports
 of one tenant run one at a time and coalesce: a request after a quiet moment reports at once; the events
 that arrive during a report, or less than COALESCE_SECONDS after one began, cause exactly one more, that long
-after it began.
+after it began. The event that ends a rollout (the last workload Ready) is not held back: reported at once.
 The one exception to "no timer" is a missing secretKeyRef Secret, which no watched object reveals: while one
 is missing, the tenant is looked at again now and then.
 """
@@ -98,7 +98,8 @@ class Reporter:
         try:
             loop = asyncio.get_running_loop()
             wait = self._began.get(name, -COALESCE_SECONDS) + COALESCE_SECONDS - loop.time()
-            if wait > 0:
+            # (A report under way reads the stores itself: only a quiet tenant's is brought forward.)
+            if wait > 0 and (self._lock(name).locked() or not self._rollout_ended(name)):
                 await asyncio.sleep(wait)
             async with self._lock(name):
                 self._pending.discard(name)
@@ -107,6 +108,24 @@ class Reporter:
             self._pending.discard(name)
             logger.exception("could not report the status of tenant %s; retrying", name)
             asyncio.get_running_loop().call_later(5, self.request, name)
+
+    def _rollout_ended(self, name: str) -> bool:
+        """Whether the tenant's release is deployed and every workload of it is Running as the watches see
+        them, while its written phase is not Running yet: a report now would say Running."""
+        tenant = self.cache.tenant(name)
+        status = (tenant or {}).get("status") or {}
+        if status.get("phase") == "Running" or (status.get("release") or {}).get("state") != "Deployed":
+            return False
+        namespace = namespace_for(name)
+        pods = self.cache.pods(namespace)
+        workloads = (
+            ("Server", self.cache.deployment(namespace, SERVER_DEPLOYMENT), SERVER_APP),
+            ("Redis", self.cache.statefulset(namespace, REDIS_STATEFULSET), REDIS_APP),
+        )
+        return all(
+            workload_status(title, workload, pods_of(app, pods)).phase == "Running"
+            for title, workload, app in workloads
+        )
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

@@ -52,17 +52,17 @@ class FakeKube:
         return {name: self.secrets.get(name) for name in names}
 
 
-class CountingCache(Cache):
-    """A cache over plain stores that counts the reports (each reads the Tenant once)."""
+class CountingReporter(Reporter):
+    """A reporter that counts its reports."""
 
-    reads = 0
+    reports = 0
 
-    def tenant(self, name: str) -> dict[str, Any] | None:
-        self.reads += 1
-        return super().tenant(name)
+    async def _report(self, name: str, **kwargs: Any) -> Any:
+        self.reports += 1
+        return await super()._report(name, **kwargs)
 
 
-def cache_of(kube: FakeKube, pods: list[dict[str, Any]] | None = None) -> CountingCache:
+def cache_of(kube: FakeKube, pods: list[dict[str, Any]] | None = None) -> Cache:
     """The stores as the informers fill them: the Tenant as the API holds it now, the workloads, the pods."""
     stores = {
         TENANTS: {"acme": {"acme": copy.deepcopy(kube.tenant)}} if kube.tenant else {},
@@ -70,7 +70,7 @@ def cache_of(kube: FakeKube, pods: list[dict[str, Any]] | None = None) -> Counti
         STATEFULSETS: {"tenant-acme": {"redis": REDIS}},
         PODS: {"tenant-acme": {pod["metadata"]["name"]: pod for pod in pods or []}},
     }
-    return CountingCache(stores=stores)
+    return Cache(stores=stores)
 
 
 @dataclass
@@ -89,9 +89,9 @@ def tenant(env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     }
 
 
-def reporter(kube: FakeKube, events: FakeEvents, cache: Cache | None = None) -> Reporter:
+def reporter(kube: FakeKube, events: FakeEvents, cache: Cache | None = None) -> CountingReporter:
     cache = cache if cache is not None else cache_of(kube)
-    return Reporter(cast(Any, kube), cache, cast(Any, events), secret_recheck_seconds=0.05)
+    return CountingReporter(cast(Any, kube), cache, cast(Any, events), secret_recheck_seconds=0.05)
 
 
 def test_a_change_is_patched_and_announced_once() -> None:
@@ -119,32 +119,55 @@ def test_requests_during_a_report_make_one_more_report() -> None:
         while report._tasks:
             await asyncio.sleep(0.01)
 
-    cache = cache_of(kube)
-    asyncio.run(burst(reporter(kube, events, cache)))
-    assert 1 <= cache.reads <= 2
+    report = reporter(kube, events)
+    asyncio.run(burst(report))
+    assert 1 <= report.reports <= 2
 
 
 def test_a_lone_request_reports_at_once_and_the_next_waits_its_turn() -> None:
     """A request after a quiet moment is not delayed; one right after a report waits until COALESCE_SECONDS
     after that report began."""
     kube, events = FakeKube(tenant()), FakeEvents()
-    cache = cache_of(kube)
 
-    async def two(report: Reporter) -> tuple[float, float]:
+    async def two(report: CountingReporter) -> tuple[float, float]:
         loop = asyncio.get_running_loop()
         start = loop.time()
         report.request("acme")
-        while cache.reads < 1:
+        while report.reports < 1:
             await asyncio.sleep(0.001)
         first = loop.time() - start
         report.request("acme")
-        while cache.reads < 2:
+        while report.reports < 2:
             await asyncio.sleep(0.001)
         return first, loop.time() - start
 
-    first, second = asyncio.run(two(reporter(kube, events, cache)))
+    first, second = asyncio.run(two(reporter(kube, events)))
     assert first < COALESCE_SECONDS / 2
     assert second >= COALESCE_SECONDS
+
+
+def test_the_event_that_ends_a_rollout_is_reported_at_once() -> None:
+    """Right after a report that found the server not Ready yet, the server's becoming Ready is reported at
+    once, not COALESCE_SECONDS after that report began: it changes the phase to Running."""
+    kube, events = FakeKube(tenant()), FakeEvents()
+    cache = cache_of(kube)
+    starting = copy.deepcopy(SERVER)
+    starting["status"]["readyReplicas"] = 0
+    cache.stores[DEPLOYMENTS]["tenant-acme"]["neurallog-server"] = starting
+
+    async def rollout(report: CountingReporter) -> float:
+        loop = asyncio.get_running_loop()
+        await report.report("acme")
+        assert kube.patches[-1]["phase"] == "Provisioning"
+        cache.stores[DEPLOYMENTS]["tenant-acme"]["neurallog-server"] = SERVER  # the watch: now Ready
+        start = loop.time()
+        report.request("acme")
+        while len(kube.patches) < 2:
+            await asyncio.sleep(0.001)
+        return loop.time() - start
+
+    assert asyncio.run(rollout(reporter(kube, events, cache))) < COALESCE_SECONDS / 2
+    assert [patch["phase"] for patch in kube.patches] == ["Provisioning", "Running"]
 
 
 def test_a_missing_secret_is_looked_for_again_until_it_exists() -> None:
