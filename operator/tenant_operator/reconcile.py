@@ -102,16 +102,17 @@ async def ensure_namespace(context: Context, body: Mapping[str, Any]) -> str:
     watched = context.cache.namespace(namespace)
     if watched is not None and is_ready_for(watched, body):  # a restart's case: nothing to read or write
         return namespace
-    existing = await context.kube.get_namespace(namespace)
-    if existing is not None and existing["metadata"].get("deletionTimestamp"):
-        raise kopf.TemporaryError(f"namespace {namespace} is still being deleted; waiting", delay=5)
+    # One the watch has not seen is most likely not there (a new tenant's): created without a read first.
+    existing = await context.kube.get_namespace(namespace) if watched is not None else None
     if existing is None:
         if await context.kube.create_namespace(build_namespace(namespace, body)):
             context.events.post(body, "Normal", "NamespaceCreated", f"Created namespace {namespace}")
             return namespace
-        existing = await context.kube.get_namespace(namespace)  # made by someone else meanwhile
+        existing = await context.kube.get_namespace(namespace)  # someone else's, or made meanwhile
         if existing is None:
             raise kopf.TemporaryError(f"namespace {namespace} came and went; trying again", delay=1)
+    if existing["metadata"].get("deletionTimestamp"):
+        raise kopf.TemporaryError(f"namespace {namespace} is still being deleted; waiting", delay=5)
     if not is_owned_by(existing, body):
         owner = (existing["metadata"].get("labels") or {}).get(TENANT_LABEL)
         if owner not in (None, name):

@@ -64,8 +64,12 @@ class FakeKube:
         return namespace
 
     async def create_namespace(self, body: Mapping[str, Any]) -> bool:
-        self.created.append(body["metadata"]["name"])
-        self.namespaces[body["metadata"]["name"]] = dict(body)
+        """As the API: False (409) when a namespace of that name exists, even one being deleted."""
+        name = body["metadata"]["name"]
+        if name in self.namespaces:
+            return False
+        self.created.append(name)
+        self.namespaces[name] = dict(body)
         return True
 
     async def patch_namespace_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
@@ -251,6 +255,28 @@ def test_a_namespace_the_watch_saw_ready_is_not_read_again() -> None:
     asyncio.run(reconcile.reconcile(context, tenant({"release": applied}), retry=0))
     assert reads == ["tenant-acme"]
     assert world.events.posted == [("Normal", "NamespaceLabelled")]
+
+
+def test_a_new_tenants_namespace_is_created_without_a_read_first() -> None:
+    """The watch has not seen it: most likely not there, so it is created at once; one that is there after
+    all (someone else's) is read when the create finds it, and left alone."""
+    world = World()
+    reads: list[str] = []
+    read = world.kube.get_namespace
+
+    async def counted(name: str) -> dict[str, Any] | None:
+        reads.append(name)
+        return await read(name)
+
+    world.kube.get_namespace = counted  # type: ignore[method-assign]
+    context = dataclasses.replace(world.context(), cache=cast(Any, FakeCache(world.kube, True)))
+    asyncio.run(reconcile.reconcile(context, tenant(), retry=0))
+    assert (reads, world.kube.created, len(world.helm.upgrades)) == ([], ["tenant-acme"], 1)
+    foreign = World()
+    foreign.kube.namespaces["tenant-acme"] = {"metadata": {"name": "tenant-acme"}}
+    with pytest.raises(reconcile.NamespaceNotOwned):
+        asyncio.run(reconcile.reconcile(foreign.context(), tenant(), retry=0))
+    assert foreign.kube.created == [] and foreign.helm.upgrades == []
 
 
 def test_a_chart_change_reinstalls() -> None:
