@@ -1003,7 +1003,7 @@ def run_once(
             )
         if last_phase and run.ok:
             run.restart = restart_phase(contestant)
-            run.idle = idle_phase(contestant, idle_seconds)
+            run.idle = idle_phase(contestant, idle_seconds) if idle_seconds > 0 else {}
     finally:
         cleaned = time.monotonic()
         contestant.cleanup(names, timeout_for(n))
