@@ -82,12 +82,16 @@ class Reporter:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _pending: set[str] = field(default_factory=set)
     _began: dict[str, float] = field(default_factory=dict)  # loop time of each tenant's last report
+    _wakes: dict[str, asyncio.Event] = field(default_factory=dict)  # set: a waiting report goes at once
     _rechecks: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
 
     def request(self, name: str) -> None:
         """Ask for a report of tenant `name` soon; many requests during one report make one more report."""
         if name in self._pending:
+            wake = self._wakes.get(name)
+            if wake is not None and not wake.is_set() and self._rollout_ended(name):
+                wake.set()  # the waiting report goes now
             return
         self._pending.add(name)
         task = asyncio.get_running_loop().create_task(self._requested(name))
@@ -98,9 +102,14 @@ class Reporter:
         try:
             loop = asyncio.get_running_loop()
             wait = self._began.get(name, -COALESCE_SECONDS) + COALESCE_SECONDS - loop.time()
-            # (A report under way reads the stores itself: only a quiet tenant's is brought forward.)
-            if wait > 0 and (self._lock(name).locked() or not self._rollout_ended(name)):
-                await asyncio.sleep(wait)
+            if wait > 0 and not self._rollout_ended(name):
+                wake = self._wakes[name] = asyncio.Event()
+                try:
+                    await asyncio.wait_for(wake.wait(), wait)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._wakes.pop(name, None)
             async with self._lock(name):
                 self._pending.discard(name)
                 await self._report(name)

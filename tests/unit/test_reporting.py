@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import pytest
+
 from tenant_operator.cache import (
     DEPLOYMENTS,
     PODS,
@@ -124,10 +126,19 @@ def test_requests_during_a_report_make_one_more_report() -> None:
     assert 1 <= report.reports <= 2
 
 
+def starting_server(cache: Cache) -> None:
+    """The server's Deployment as a rollout begins: no replica ready."""
+    starting = copy.deepcopy(SERVER)
+    starting["status"]["readyReplicas"] = 0
+    cache.stores[DEPLOYMENTS]["tenant-acme"]["neurallog-server"] = starting
+
+
 def test_a_lone_request_reports_at_once_and_the_next_waits_its_turn() -> None:
     """A request after a quiet moment is not delayed; one right after a report waits until COALESCE_SECONDS
-    after that report began."""
+    after that report began (while the rollout goes on)."""
     kube, events = FakeKube(tenant()), FakeEvents()
+    cache = cache_of(kube)
+    starting_server(cache)
 
     async def two(report: CountingReporter) -> tuple[float, float]:
         loop = asyncio.get_running_loop()
@@ -141,24 +152,28 @@ def test_a_lone_request_reports_at_once_and_the_next_waits_its_turn() -> None:
             await asyncio.sleep(0.001)
         return first, loop.time() - start
 
-    first, second = asyncio.run(two(reporter(kube, events)))
+    first, second = asyncio.run(two(reporter(kube, events, cache)))
     assert first < COALESCE_SECONDS / 2
     assert second >= COALESCE_SECONDS
 
 
-def test_the_event_that_ends_a_rollout_is_reported_at_once() -> None:
+@pytest.mark.parametrize("waiting", [False, True], ids=["after-a-report", "while-a-report-waits"])
+def test_the_event_that_ends_a_rollout_is_reported_at_once(waiting: bool) -> None:
     """Right after a report that found the server not Ready yet, the server's becoming Ready is reported at
-    once, not COALESCE_SECONDS after that report began: it changes the phase to Running."""
+    once, not COALESCE_SECONDS after that report began: it changes the phase to Running. So it is when a
+    report of an earlier event already waits its turn."""
     kube, events = FakeKube(tenant()), FakeEvents()
     cache = cache_of(kube)
-    starting = copy.deepcopy(SERVER)
-    starting["status"]["readyReplicas"] = 0
-    cache.stores[DEPLOYMENTS]["tenant-acme"]["neurallog-server"] = starting
+    starting_server(cache)
 
     async def rollout(report: CountingReporter) -> float:
         loop = asyncio.get_running_loop()
         await report.report("acme")
         assert kube.patches[-1]["phase"] == "Provisioning"
+        if waiting:
+            report.request("acme")  # an event of the rollout: its report waits its turn
+            await asyncio.sleep(0.01)
+            assert len(kube.patches) == 1
         cache.stores[DEPLOYMENTS]["tenant-acme"]["neurallog-server"] = SERVER  # the watch: now Ready
         start = loop.time()
         report.request("acme")
