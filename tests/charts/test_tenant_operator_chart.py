@@ -165,7 +165,7 @@ def test_operator_container(defaults: Manifests) -> None:
         assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert manager["resources"] == {
         "requests": {"cpu": "100m", "memory": "256Mi"},
-        "limits": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
     }
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] > 0
