@@ -12,6 +12,7 @@ fails the releases under way (they are retried like any failed Helm call).
 """
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -46,7 +47,7 @@ class HelmWorker:
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stderr: list[str] = []  # its last lines, for the error when it exits
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)  # its last lines
 
     async def upgrade(
         self,
@@ -112,7 +113,7 @@ class HelmWorker:
                 start_new_session=True,
             )
             assert process.stdout is not None and process.stderr is not None
-            self._stderr = []
+            self._stderr.clear()
             self._spawn(self._drain(process.stderr))
             try:
                 line = await asyncio.wait_for(process.stdout.readline(), READY_SECONDS)
@@ -123,7 +124,7 @@ class HelmWorker:
                     process.kill()
                 await process.wait()
                 await asyncio.sleep(0)  # the last lines of stderr
-                raise WorkerUnavailableError("\n".join(self._stderr) or "helm-worker did not start")
+                raise WorkerUnavailableError(self._last_words("helm-worker did not start"))
             logger.info("started %s (pid %d)", self.executable, process.pid)
             self._process = process
             self._spawn(self._read(process))
@@ -140,7 +141,7 @@ class HelmWorker:
             process.stdin.write(json.dumps(message).encode() + b"\n")
             await process.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
-            raise WorkerUnavailableError("\n".join(self._stderr) or "helm-worker exited") from None
+            raise WorkerUnavailableError(self._last_words("helm-worker exited")) from None
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
         """Hand each reply to its request and answer each post-render question, until the worker exits."""
@@ -160,7 +161,7 @@ class HelmWorker:
                 process.kill()
         code = await process.wait()
         logger.warning("%s exited with status %s", self.executable, code)
-        stderr = "\n".join(self._stderr) or f"helm-worker exited with status {code}"
+        stderr = self._last_words(f"helm-worker exited with status {code}")
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_exception(WorkerUnavailableError(stderr))
@@ -175,7 +176,11 @@ class HelmWorker:
         """What the worker prints on stderr: kept for the error of its exit (Helm's own messages reach the
         release's error instead)."""
         while line := await stream.readline():
-            self._stderr = [*self._stderr[-19:], line.decode(errors="replace").rstrip()]
+            self._stderr.append(line.decode(errors="replace").rstrip())
+
+    def _last_words(self, otherwise: str) -> str:
+        """What the worker printed last on stderr, or `otherwise` when it printed nothing."""
+        return "\n".join(self._stderr) or otherwise
 
 
 def _decode(line: bytes) -> dict[str, Any]:

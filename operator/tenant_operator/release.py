@@ -276,10 +276,8 @@ class Helm:
         }
         self.plugins = settings.helm_home / "data" / "plugins"
         worker = shutil.which(settings.helm_worker) if settings.helm_worker else None
-        # A long-running Go process is better off with Go's default garbage collection.
-        worker_env = {key: value for key, value in self.env.items() if key != "GOGC"} | (
-            {"GOGC": environ["GOGC"]} if "GOGC" in environ else {}
-        )
+        # A long-running Go process is better off with Go's default garbage collection (100).
+        worker_env = self.env | {"GOGC": environ.get("GOGC", "100")}
         self.worker = HelmWorker(worker, worker_env, self._postrender) if worker else None
         if not worker:
             logger.info("no helm-worker (%r): each release runs %s", settings.helm_worker, settings.helm)

@@ -10,6 +10,7 @@ is missing, the tenant is looked at again now and then.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from tenant_operator import metrics
-from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, namespace_for
+from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, WorkloadStatus, namespace_for
 from tenant_operator.cache import Cache
 from tenant_operator.events import EventRecorder
 from tenant_operator.kube import Kube, Object
@@ -105,9 +106,8 @@ class Reporter:
             if wait > 0 and not self._rollout_ended(name):
                 wake = self._wakes[name] = asyncio.Event()
                 try:
-                    await asyncio.wait_for(wake.wait(), wait)
-                except TimeoutError:
-                    pass
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), wait)
                 finally:
                     self._wakes.pop(name, None)
             async with self._lock(name):
@@ -125,15 +125,18 @@ class Reporter:
         status = (tenant or {}).get("status") or {}
         if status.get("phase") == "Running" or (status.get("release") or {}).get("state") != "Deployed":
             return False
-        namespace = namespace_for(name)
+        return all(workload.phase == "Running" for workload in self._workloads(namespace_for(name)))
+
+    def _workloads(self, namespace: str) -> tuple[WorkloadStatus, WorkloadStatus]:
+        """The server and Redis as the watches see them now."""
         pods = self.cache.pods(namespace)
-        workloads = (
-            ("Server", self.cache.deployment(namespace, SERVER_DEPLOYMENT), SERVER_APP),
-            ("Redis", self.cache.statefulset(namespace, REDIS_STATEFULSET), REDIS_APP),
-        )
-        return all(
-            workload_status(title, workload, pods_of(app, pods)).phase == "Running"
-            for title, workload, app in workloads
+        return (
+            workload_status(
+                "Server", self.cache.deployment(namespace, SERVER_DEPLOYMENT), pods_of(SERVER_APP, pods)
+            ),
+            workload_status(
+                "Redis", self.cache.statefulset(namespace, REDIS_STATEFULSET), pods_of(REDIS_APP, pods)
+            ),
         )
 
     def _lock(self, name: str) -> asyncio.Lock:
@@ -157,9 +160,7 @@ class Reporter:
         previous = current_status(tenant)
         metadata = tenant["metadata"]
         namespace = namespace_for(name)
-        deployment = self.cache.deployment(namespace, SERVER_DEPLOYMENT)
-        statefulset = self.cache.statefulset(namespace, REDIS_STATEFULSET)
-        pods = self.cache.pods(namespace)
+        server, redis = self._workloads(namespace)
         spec = tenant_spec(tenant)
         missing = await self._missing_refs(spec, namespace)
         seen = Observation(
@@ -170,8 +171,8 @@ class Reporter:
             else observed_generation,
             deleting="deletionTimestamp" in metadata,
             release=previous.release if release is None else release,
-            server=workload_status("Server", deployment, pods_of(SERVER_APP, pods)),
-            redis=workload_status("Redis", statefulset, pods_of(REDIS_APP, pods)),
+            server=server,
+            redis=redis,
             missing_refs=missing,
             isolated=spec is None or spec.network_policy.enabled,
         )

@@ -48,6 +48,7 @@ class FakeKube:
     created: list[str] = field(default_factory=list)
     tenant: dict[str, Any] | None = None
     calls: list[str] = field(default_factory=list)  # what was done, in order (with FakeHelm's calls)
+    namespace_reads: list[str] = field(default_factory=list)
     role_bindings: list[Mapping[str, Any]] = field(default_factory=list)
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, name) -> object
 
@@ -55,6 +56,7 @@ class FakeKube:
         return self.objects.get((kind, name))
 
     async def get_namespace(self, name: str) -> dict[str, Any] | None:
+        self.namespace_reads.append(name)
         namespace = self.namespaces.get(name)
         if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
             self.disappear_after -= 1
@@ -240,20 +242,12 @@ def test_a_namespace_the_watch_saw_ready_is_not_read_again() -> None:
     applied = {"state": "Deployed", "appliedHash": desired_hash(values(), FINGERPRINT), "revision": 4}
     labels = namespace_labels("acme")
     world.kube.namespaces["tenant-acme"] = owned_namespace(labels=labels)
-    reads: list[str] = []
-    read = world.kube.get_namespace
-
-    async def counted(name: str) -> dict[str, Any] | None:
-        reads.append(name)
-        return await read(name)
-
-    world.kube.get_namespace = counted  # type: ignore[method-assign]
     context = dataclasses.replace(world.context(), cache=cast(Any, FakeCache(world.kube, True)))
     asyncio.run(reconcile.reconcile(context, tenant({"release": applied}), retry=0))
-    assert reads == [] and world.helm.upgrades == [] and world.events.posted == []
+    assert world.kube.namespace_reads == [] and world.helm.upgrades == [] and world.events.posted == []
     world.kube.namespaces["tenant-acme"] = owned_namespace(labels={**labels, TENANT_LABEL: "other"})
     asyncio.run(reconcile.reconcile(context, tenant({"release": applied}), retry=0))
-    assert reads == ["tenant-acme"]
+    assert world.kube.namespace_reads == ["tenant-acme"]
     assert world.events.posted == [("Normal", "NamespaceLabelled")]
 
 
@@ -261,17 +255,13 @@ def test_a_new_tenants_namespace_is_created_without_a_read_first() -> None:
     """The watch has not seen it: most likely not there, so it is created at once; one that is there after
     all (someone else's) is read when the create finds it, and left alone."""
     world = World()
-    reads: list[str] = []
-    read = world.kube.get_namespace
-
-    async def counted(name: str) -> dict[str, Any] | None:
-        reads.append(name)
-        return await read(name)
-
-    world.kube.get_namespace = counted  # type: ignore[method-assign]
     context = dataclasses.replace(world.context(), cache=cast(Any, FakeCache(world.kube, True)))
     asyncio.run(reconcile.reconcile(context, tenant(), retry=0))
-    assert (reads, world.kube.created, len(world.helm.upgrades)) == ([], ["tenant-acme"], 1)
+    assert (world.kube.namespace_reads, world.kube.created, len(world.helm.upgrades)) == (
+        [],
+        ["tenant-acme"],
+        1,
+    )
     foreign = World()
     foreign.kube.namespaces["tenant-acme"] = {"metadata": {"name": "tenant-acme"}}
     with pytest.raises(reconcile.NamespaceNotOwned):
