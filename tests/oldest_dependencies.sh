@@ -61,7 +61,7 @@ import kubernetes
 
 from tenant_operator import events, handlers, metrics, namespace
 from tenant_operator.context import MEMO_KEY, Context
-from tenant_operator.kube import Kube, load_configuration
+from tenant_operator.kube import Kube, Rest, load_configuration
 from tenant_operator.settings import Settings
 
 KUBECONFIG = os.environ["KUBECONFIG"]  # set by the script (the client reads it when imported), written below
@@ -69,7 +69,7 @@ KUBECONFIG = os.environ["KUBECONFIG"]  # set by the script (the client reads it 
 
 def check_kopf() -> None:
     settings = kopf.OperatorSettings()
-    context = Context(settings=Settings(), helm=None, kube=None, reporter=None, events=None)  # type: ignore
+    context = Context(settings=Settings(), helm=None, kube=None, reporter=None, events=None, cache=None)  # type: ignore
     handlers.configure(settings, context)
     # A dataclass takes any attribute: what kopf does not declare would be set and silently ignored.
     for part in dataclasses.fields(settings):
@@ -220,7 +220,7 @@ def check_kubernetes() -> None:
     except ImportError:
         leader = None
     if leader is not None:
-        api = leader.LeaseApi(kubernetes.client.CoordinationV1Api(load_configuration()), "system", "lease")
+        api = leader.LeaseApi(Rest(load_configuration()), "system", "lease")
         elector = leader.Elector(api, "me")
         assert elector.try_acquire() and elector.try_acquire()
         assert leader.Elector(api, "other").try_acquire() is False

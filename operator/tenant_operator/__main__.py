@@ -7,11 +7,10 @@ import sys
 import threading
 
 import kopf
-import kubernetes
 
 from tenant_operator import handlers, leader, metrics
 from tenant_operator.context import MEMO_KEY, Context
-from tenant_operator.kube import load_configuration
+from tenant_operator.kube import Rest, load_configuration
 from tenant_operator.release import redact
 from tenant_operator.settings import Settings
 
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.leader_election_namespace:
         elector = leader.Elector(
             leader.LeaseApi(
-                kubernetes.client.CoordinationV1Api(load_configuration()),
+                Rest(load_configuration()),
                 settings.leader_election_namespace,
                 settings.lease_name,
             ),

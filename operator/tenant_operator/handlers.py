@@ -1,12 +1,12 @@
 """The kopf handlers: thin, typed, each handing its work to the module of its use case."""
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
-from tenant_operator import cache, deletion, drift, informer, metrics, reconcile
+from tenant_operator import cache, deletion, drift, informer, kube, metrics, reconcile
 from tenant_operator.api import GROUP, PLURAL, VERSION, tenant_of
 from tenant_operator.context import MEMO_KEY, Context, from_memo
 from tenant_operator.informer import Informers, Kind
@@ -70,27 +70,25 @@ def watched_kinds(
     """The Tenants for the cache (kopf watches them too, for its handlers); the workloads and pods of tenant
     namespaces for the cache, the status and drift; the release's other objects for drift (drift.py); the
     tenant namespaces (labelled with their tenant) for reconciliations and drift."""
-    core, apps, networking = context.kube.core, context.kube.apps, context.kube.networking
-    tenants = functools.partial(context.kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+    lister = context.kube.rest.lister
     selector = context.settings.watch_label_selector
     part_of = functools.partial(Kind, selector=PART_OF_SELECTOR, callback=changed)
+    workload = functools.partial(part_of, trim=cache.trim_workload)
+
+    def every(group: str, plural: str) -> Callable[..., Any]:
+        return lister(f"{group}/{plural}")
+
     return [
-        Kind(cache.TENANTS, "Tenant", tenants, selector, ignore, cache.trim_tenant, key=informer.by_name),
-        part_of(
-            cache.DEPLOYMENTS, "Deployment", apps.list_deployment_for_all_namespaces, trim=cache.trim_workload
-        ),
-        part_of(
-            cache.STATEFULSETS,
-            "StatefulSet",
-            apps.list_stateful_set_for_all_namespaces,
-            trim=cache.trim_workload,
-        ),
-        part_of(cache.PODS, "Pod", core.list_pod_for_all_namespaces, trim=cache.trim_pod),
-        part_of("networkpolicies", "NetworkPolicy", networking.list_network_policy_for_all_namespaces),
-        part_of("resourcequotas", "ResourceQuota", core.list_resource_quota_for_all_namespaces),
-        part_of("limitranges", "LimitRange", core.list_limit_range_for_all_namespaces),
-        part_of("services", "Service", core.list_service_for_all_namespaces),
-        Kind(cache.NAMESPACES, "Namespace", core.list_namespace, TENANT_LABEL, namespaces_changed,
+        Kind(cache.TENANTS, "Tenant", lister(kube.TENANTS), selector, ignore, cache.trim_tenant,
+             key=informer.by_name),
+        workload(cache.DEPLOYMENTS, "Deployment", every(kube.APPS, "deployments")),
+        workload(cache.STATEFULSETS, "StatefulSet", every(kube.APPS, "statefulsets")),
+        part_of(cache.PODS, "Pod", every(kube.CORE, "pods"), trim=cache.trim_pod),
+        part_of("networkpolicies", "NetworkPolicy", every(kube.NETWORKING, "networkpolicies")),
+        part_of("resourcequotas", "ResourceQuota", every(kube.CORE, "resourcequotas")),
+        part_of("limitranges", "LimitRange", every(kube.CORE, "limitranges")),
+        part_of("services", "Service", every(kube.CORE, "services")),
+        Kind(cache.NAMESPACES, "Namespace", every(kube.CORE, "namespaces"), TENANT_LABEL, namespaces_changed,
              cache.trim_namespace, key=informer.by_name),
     ]  # fmt: skip
 

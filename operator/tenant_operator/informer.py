@@ -63,7 +63,7 @@ def by_name(obj: Mapping[str, Any]) -> str:
 
 @dataclass
 class Kind:
-    """One kind: how to list it (a list function of the official client, which also watches), which objects
+    """One kind: how to list it (a list function, kube.Rest.lister, which also watches), which objects
     (a label selector), what to keep of each (None: nothing, the kind is only followed) and whom to tell."""
 
     name: str  # plural, for the logs and the request metric
@@ -83,7 +83,7 @@ class Kind:
         metrics.API_REQUESTS.labels(f"{'watch' if parameters.get('watch') else 'list'}_{self.name}").inc()
         if self.selector:
             parameters["label_selector"] = self.selector
-        return self.list_function(_preload_content=False, **parameters)
+        return self.list_function(**parameters)
 
     def fetch(self) -> tuple[list[Object], str]:
         """Every object (in pages), and the resourceVersion to watch from."""

@@ -1,6 +1,9 @@
-"""The few Kubernetes API calls of the operator, on the official client, each run in a worker thread.
+"""The few Kubernetes API calls of the operator, each run in a worker thread.
 
-Objects come back as plain JSON dicts (camelCase), the form that `status.py` and the builders work on.
+Requests go through the official client's configuration (kubeconfig or in-cluster, with its token refresh)
+and its connection pool (TLS, client certificates, proxies), but not through its generated API classes:
+importing those takes about 30 MiB, and each call of theirs validates its arguments with pydantic. Objects
+come back as plain JSON dicts (camelCase), the form that `status.py` and the builders work on.
 """
 
 import asyncio
@@ -8,8 +11,10 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator import metrics
@@ -18,6 +23,35 @@ from tenant_operator.api import GROUP, PLURAL, VERSION
 T = TypeVar("T")
 Object = dict[str, Any]
 HELM_RELEASES = ("helm.toolkit.fluxcd.io", "v2", "helmreleases")  # group, version, plural
+CORE = "/api/v1"
+APPS = "/apis/apps/v1"
+NETWORKING = "/apis/networking.k8s.io/v1"
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+# The kinds of a tenant's release that drift.py reads back: API group path and plural.
+RELEASE_KINDS = {
+    "NetworkPolicy": (NETWORKING, "networkpolicies"),
+    "ResourceQuota": (CORE, "resourcequotas"),
+    "LimitRange": (CORE, "limitranges"),
+    "Service": (CORE, "services"),
+    "Deployment": (APPS, "deployments"),
+    "StatefulSet": (APPS, "statefulsets"),
+}
+TENANTS = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML
+GET, POST, PUT, PATCH, DELETE = "GET", "POST", "PUT", "PATCH", "DELETE"
+# The list and watch parameters of the client's generated list functions, as the API server names them.
+LIST_PARAMETERS = {
+    "label_selector": "labelSelector",
+    "limit": "limit",
+    "_continue": "continue",
+    "watch": "watch",
+    "resource_version": "resourceVersion",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "timeout_seconds": "timeoutSeconds",
+}
 
 
 def load_configuration() -> kubernetes.client.ApiClient:
@@ -35,6 +69,86 @@ def load_configuration() -> kubernetes.client.ApiClient:
 def _json(response: Any) -> Object:
     document: Object = json.loads(response.data)
     return document
+
+
+def path(*parts: str) -> str:
+    """A request path from fixed parts and names (each name quoted as one segment)."""
+    return "/".join(part if part.startswith("/") else quote(part, safe="") for part in parts)
+
+
+class Rest:
+    """HTTP requests to the API server with the official client's configuration and connection pool.
+
+    Synchronous (run in worker threads, and by the leader election's thread). A request answered outside 2xx
+    raises the client's ApiException, with the status, reason, body and headers of the answer."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.configuration = client.configuration
+        self.pool = client.rest_client.pool_manager
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Accept": JSON, "Content-Type": content_type}
+        # The bearer token when the configuration has one (refreshed by the client's hook as it expires).
+        for setting in self.configuration.auth_settings().values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[setting["key"]] = setting["value"]
+        return headers
+
+    def __call__(
+        self,
+        method: str,
+        target: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """The answer, unread (`.data` reads it whole; a watch is read line by line)."""
+        url = self.configuration.host + target
+        parameters = {
+            key: str(value).lower() if isinstance(value, bool) else value
+            for key, value in (query or {}).items()
+            if value is not None
+        }
+        if parameters:
+            url += "?" + urlencode(parameters)
+        if isinstance(timeout, tuple):
+            timeouts = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        else:
+            timeouts = urllib3.Timeout(total=timeout)
+        response = self.pool.request(
+            method,
+            url,
+            body=None if body is None else json.dumps(body).encode(),
+            headers=self._headers(content_type),
+            timeout=timeouts,
+            preload_content=False,
+        )
+        if not 200 <= response.status <= 299:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = response.data.decode("utf-8", "replace")
+            error.headers = response.headers
+            response.release_conn()
+            raise error
+        return response
+
+    def lister(self, target: str) -> Callable[..., urllib3.BaseHTTPResponse]:
+        """A list function for `target` (a collection) taking the client's list parameters (label_selector,
+        watch, resource_version, ..., _request_timeout), as informer.Kind calls it."""
+
+        def list_objects(
+            _request_timeout: float | tuple[float, float] | None = None, **parameters: Any
+        ) -> urllib3.BaseHTTPResponse:
+            query = {LIST_PARAMETERS[name]: value for name, value in parameters.items()}
+            return self(GET, target, query=query, timeout=_request_timeout)
+
+        return list_objects
+
+
+def helm_release_path(namespace: str, name: str) -> str:
+    group, version, plural = HELM_RELEASES
+    return path(f"/apis/{group}/{version}", "namespaces", namespace, plural, name)
 
 
 def is_status(error: ApiException, *codes: int) -> bool:
@@ -82,17 +196,14 @@ class Kube:
     """Typed access to what the operator reads and writes, rate-limited."""
 
     def __init__(self, client: kubernetes.client.ApiClient, qps: float = 20, burst: int = 40) -> None:
-        self.core = kubernetes.client.CoreV1Api(client)
-        self.apps = kubernetes.client.AppsV1Api(client)
-        self.custom = kubernetes.client.CustomObjectsApi(client)
-        self.rbac = kubernetes.client.RbacAuthorizationV1Api(client)
-        self.networking = kubernetes.client.NetworkingV1Api(client)
+        self.rest = Rest(client)
         self.limit = RateLimit(qps, burst)
 
-    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(self, name: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`function` in a worker thread, after the rate limit; counted as `name`; 429 answers waited out."""
         for attempt in range(MAX_THROTTLED_RETRIES + 1):
             await self.limit.acquire()
-            metrics.API_REQUESTS.labels(getattr(function, "__name__", "call")).inc()
+            metrics.API_REQUESTS.labels(name).inc()
             try:
                 return await asyncio.to_thread(function, *args, **kwargs)
             except ApiException as error:
@@ -101,94 +212,90 @@ class Kube:
                 await asyncio.sleep(retry_after(error, default=float(2**attempt)))
         raise AssertionError("unreachable")
 
-    async def _get_or_none(self, function: Callable[..., Any], *args: Any) -> Object | None:
+    async def _request(self, name: str, method: str, target: str, **options: Any) -> Object:
+        """One request; the object of the answer."""
+        response = await self._call(name, self.rest, method, target, **options)
+        return _json(response)
+
+    async def _get_or_none(self, name: str, target: str) -> Object | None:
         try:
-            return _json(await self._call(function, *args, _preload_content=False))
+            return await self._request(name, GET, target)
         except ApiException as error:
             if is_status(error, 404):
                 return None
             raise
 
+    async def _create(self, name: str, target: str, body: Mapping[str, Any]) -> bool:
+        """Create an object; False when one of that name exists (a 409 is not an error here)."""
+        try:
+            await self._request(name, POST, target, body=body)
+        except ApiException as error:
+            if is_status(error, 409):
+                return False
+            raise
+        return True
+
     async def patch_tenant_status(self, name: str, status: Mapping[str, Any]) -> Object | None:
         """Merge-patch the status subresource (lists such as conditions are replaced whole); the Tenant as
         written, None when it is gone."""
         try:
-            response = await self._call(
-                self.custom.patch_cluster_custom_object_status,
-                GROUP,
-                VERSION,
-                PLURAL,
-                name,
-                {"status": status},
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
+            return await self._request(
+                "patch_cluster_custom_object_status",
+                PATCH,
+                path(TENANTS, name, "status"),
+                body={"status": status},
+                content_type=MERGE_PATCH,
             )
         except ApiException as error:
             if not is_status(error, 404):  # the Tenant is gone: nothing to report on
                 raise
             return None
-        return _json(response)
 
     async def create_event(self, event: Mapping[str, Any]) -> bool:
         """Create an event; False when one of that name exists."""
-        try:
-            await self._call(self.core.create_namespaced_event, event["metadata"]["namespace"], event)
-        except ApiException as error:
-            if is_status(error, 409):
-                return False
-            raise
-        return True
+        target = path(CORE, "namespaces", event["metadata"]["namespace"], "events")
+        return await self._create("create_namespaced_event", target, event)
 
     async def patch_event(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        await self._call(self.core.patch_namespaced_event, name, namespace, patch)
+        target = path(CORE, "namespaces", namespace, "events", name)
+        await self._request("patch_namespaced_event", PATCH, target, body=patch, content_type=MERGE_PATCH)
 
     async def get_namespace(self, name: str) -> Object | None:
-        return await self._get_or_none(self.core.read_namespace, name)
+        return await self._get_or_none("read_namespace", path(CORE, "namespaces", name))
 
     async def create_namespace(self, body: Mapping[str, Any]) -> bool:
         """Create a namespace; False when it already exists (a 409 is success, not an error)."""
-        try:
-            await self._call(self.core.create_namespace, body)
-        except ApiException as error:
-            if is_status(error, 409):
-                return False
-            raise
-        return True
+        return await self._create("create_namespace", path(CORE, "namespaces"), body)
 
     async def patch_namespace_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
-        """Merge-patch labels (and ownerReferences, replaced whole) of a namespace."""
-        await self._call(self.core.patch_namespace, name, {"metadata": dict(metadata)})
+        """Strategic-merge-patch labels (and ownerReferences, merged by uid) of a namespace."""
+        await self._request(
+            "patch_namespace",
+            PATCH,
+            path(CORE, "namespaces", name),
+            body={"metadata": dict(metadata)},
+            content_type=STRATEGIC_MERGE_PATCH,
+        )
 
     async def create_role_binding(self, body: Mapping[str, Any]) -> bool:
         """Create a RoleBinding; False when one of that name exists."""
-        try:
-            await self._call(self.rbac.create_namespaced_role_binding, body["metadata"]["namespace"], body)
-        except ApiException as error:
-            if is_status(error, 409):
-                return False
-            raise
-        return True
+        namespace = body["metadata"]["namespace"]
+        target = path(RBAC, "namespaces", namespace, "rolebindings")
+        return await self._create("create_namespaced_role_binding", target, body)
 
     async def delete_namespace(self, name: str) -> None:
         try:
-            await self._call(self.core.delete_namespace, name)
+            await self._request("delete_namespace", DELETE, path(CORE, "namespaces", name))
         except ApiException as error:
             if not is_status(error, 404):
                 raise
 
     async def get_object(self, kind: str, namespace: str, name: str) -> Object | None:
         """One object of a tenant's release, by kind (those drift.py watches); None when it does not exist."""
-        readers: dict[str, Callable[..., Any]] = {
-            "NetworkPolicy": self.networking.read_namespaced_network_policy,
-            "ResourceQuota": self.core.read_namespaced_resource_quota,
-            "LimitRange": self.core.read_namespaced_limit_range,
-            "Service": self.core.read_namespaced_service,
-            "Deployment": self.apps.read_namespaced_deployment,
-            "StatefulSet": self.apps.read_namespaced_stateful_set,
-        }
         if kind == "HelmRelease":
             return await self.get_helm_release(namespace, name)
-        return await self._get_or_none(readers[kind], name, namespace)
+        group, plural = RELEASE_KINDS[kind]
+        return await self._get_or_none(f"read_{plural}", path(group, "namespaces", namespace, plural, name))
 
     async def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, frozenset[str] | None]:
         """The keys of each named Secret (None when it does not exist; left out when it may not be read); the
@@ -196,7 +303,9 @@ class Kube:
         found: dict[str, frozenset[str] | None] = {}
         for name in names:
             try:
-                secret = await self._get_or_none(self.core.read_namespaced_secret, name, namespace)
+                secret = await self._get_or_none(
+                    "read_namespaced_secret", path(CORE, "namespaces", namespace, "secrets", name)
+                )
             except ApiException as error:
                 if not is_status(error, 403):
                     raise
@@ -211,41 +320,33 @@ class Kube:
 
     async def get_helm_release(self, namespace: str, name: str) -> Object | None:
         """A HelmRelease; None when it does not exist, or when the cluster has no such API (no Flux)."""
-        return await self._get_or_none(
-            self.custom.get_namespaced_custom_object, *HELM_RELEASES[:2], namespace, HELM_RELEASES[2], name
-        )
+        target = helm_release_path(namespace, name)
+        return await self._get_or_none("get_namespaced_custom_object", target)
 
     async def apply_helm_release(self, body: Mapping[str, Any], field_manager: str) -> Object:
         """Server-side apply of a HelmRelease (the fields this operator sets are its; others' are kept)."""
         metadata = body["metadata"]
-        response = await self._call(
-            self.custom.patch_namespaced_custom_object,
-            *HELM_RELEASES[:2],
-            metadata["namespace"],
-            HELM_RELEASES[2],
-            metadata["name"],
-            body,
-            field_manager=field_manager,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-            _preload_content=False,
+        return await self._request(
+            "patch_namespaced_custom_object",
+            PATCH,
+            helm_release_path(metadata["namespace"], metadata["name"]),
+            body=body,
+            query={"fieldManager": field_manager, "force": True},
+            content_type=APPLY_PATCH,
         )
-        return _json(response)
 
     async def patch_helm_release(
         self, namespace: str, name: str, patch: Mapping[str, Any], field_manager: str
     ) -> None:
         """Merge-patch a HelmRelease (annotations, suspend, finalizers); nothing when it is gone."""
         try:
-            await self._call(
-                self.custom.patch_namespaced_custom_object,
-                *HELM_RELEASES[:2],
-                namespace,
-                HELM_RELEASES[2],
-                name,
-                patch,
-                field_manager=field_manager,
-                _content_type="application/merge-patch+json",
+            await self._request(
+                "patch_namespaced_custom_object",
+                PATCH,
+                helm_release_path(namespace, name),
+                body=patch,
+                query={"fieldManager": field_manager},
+                content_type=MERGE_PATCH,
             )
         except ApiException as error:
             if not is_status(error, 404):
@@ -253,13 +354,8 @@ class Kube:
 
     async def delete_helm_release(self, namespace: str, name: str) -> None:
         try:
-            await self._call(
-                self.custom.delete_namespaced_custom_object,
-                *HELM_RELEASES[:2],
-                namespace,
-                HELM_RELEASES[2],
-                name,
-            )
+            target = helm_release_path(namespace, name)
+            await self._request("delete_namespaced_custom_object", DELETE, target)
         except ApiException as error:
             if not is_status(error, 404):
                 raise

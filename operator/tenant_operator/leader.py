@@ -23,9 +23,12 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from tenant_operator.kube import GET, POST, PUT, Rest, path
+
 logger = logging.getLogger(__name__)
 
 Lease = dict[str, Any]
+LEASES = "/apis/coordination.k8s.io/v1"
 
 
 @dataclass(frozen=True)
@@ -66,19 +69,18 @@ def expired(lease: Lease, now: datetime) -> bool:
 
 
 class LeaseApi:
-    """Reads and writes one Lease, as plain JSON (camelCase, times as strings), with the official client's
-    CoordinationV1Api (synchronous: the election runs in a thread of its own)."""
+    """Reads and writes one Lease, as plain JSON (camelCase, times as strings), with kube.Rest
+    (synchronous: the election runs in a thread of its own)."""
 
-    def __init__(self, coordination: Any, namespace: str, name: str) -> None:
-        self.coordination = coordination
+    def __init__(self, rest: Rest, namespace: str, name: str) -> None:
+        self.rest = rest
         self.namespace = namespace
         self.name = name
+        self.leases = path(LEASES, "namespaces", namespace, "leases")
 
     def get(self) -> Lease | None:
         try:
-            response = self.coordination.read_namespaced_lease(
-                self.name, self.namespace, _preload_content=False
-            )
+            response = self.rest(GET, path(self.leases, self.name))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -89,7 +91,7 @@ class LeaseApi:
     def create(self, spec: dict[str, Any]) -> bool:
         body = {"metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
         try:
-            self.coordination.create_namespaced_lease(self.namespace, body, _preload_content=False)
+            self.rest(POST, self.leases, body=body).read()
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -101,9 +103,7 @@ class LeaseApi:
         metadata = {"name": self.name, "resourceVersion": lease["metadata"]["resourceVersion"]}
         body = {"metadata": metadata, "spec": spec}
         try:
-            self.coordination.replace_namespaced_lease(
-                self.name, self.namespace, body, _preload_content=False
-            )
+            self.rest(PUT, path(self.leases, self.name), body=body).read()
         except ApiException as error:
             if error.status == 409:
                 return False

@@ -42,12 +42,12 @@ def test_too_many_requests_is_waited_out_and_other_errors_are_not() -> None:
             raise answer
         return answer
 
-    assert asyncio.run(kube._call(call)) == "done"
+    assert asyncio.run(kube._call("call", call)) == "done"
     assert answers == []
 
     answers[:] = [ApiException(status=500, reason="boom"), "never"]
     with pytest.raises(ApiException, match="boom"):
-        asyncio.run(kube._call(call))
+        asyncio.run(kube._call("call", call))
 
 
 def test_every_request_is_counted_by_function_retries_included() -> None:
@@ -67,5 +67,5 @@ def test_every_request_is_counted_by_function_retries_included() -> None:
         return sample or 0.0
 
     before = requests()
-    assert asyncio.run(kube._call(read_counted_thing)) == "done"
+    assert asyncio.run(kube._call("read_counted_thing", read_counted_thing)) == "done"
     assert requests() - before == 2
