@@ -161,8 +161,18 @@ async def prepare(
         await context.reporter.report(name, release=waiting, observed_generation=generation)
         context.events.post(body, "Warning", "NamespaceNotOwned", str(error))
         raise
-    except ApiException as error:
-        raise kopf.TemporaryError(f"namespace: {error.reason}", delay=retry_delay(retry)) from error
+    except (kopf.TemporaryError, ApiException) as error:
+        # A new Tenant's first status is normally "Installing", written once its namespace is there; one
+        # whose namespace cannot be made yet (being deleted, an API error) says so meanwhile.
+        problem = f"namespace: {error.reason}" if isinstance(error, ApiException) else str(error)
+        if not reported(body):
+            waiting = ReleaseStatus(
+                state="Pending", reason="Accepted", message=f"Creating the namespace: {problem}"
+            )
+            await context.reporter.report(name, release=waiting, observed_generation=0)
+        if isinstance(error, ApiException):
+            raise kopf.TemporaryError(problem, delay=retry_delay(retry)) from error
+        raise
     return spec, namespace
 
 
@@ -174,9 +184,6 @@ async def reconcile(
     metadata = body["metadata"]
     name, generation = metadata["name"], int(metadata.get("generation", 0))
     previous = current_status(body)
-    if not reported(body):  # seen for the first time: say so before anything is made
-        seen = ReleaseStatus(state="Pending", reason="Accepted", message="Creating the tenant's namespace")
-        await context.reporter.report(name, release=seen, observed_generation=0)
     spec, namespace = await prepare(context, body, previous, retry)
     values = spec.to_values()
     wanted = desired_hash(values, context.fingerprint)

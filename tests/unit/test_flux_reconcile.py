@@ -123,7 +123,7 @@ def test_a_tenant_becomes_a_helm_release_and_is_installing_until_flux_says_more(
     assert ("Normal", "Installed") not in world.events.posted, "Flux has installed nothing yet"
 
 
-def test_a_new_tenant_is_pending_then_installing_with_generation_zero(
+def test_a_new_tenant_is_installing_with_generation_zero(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     world = World()
@@ -134,7 +134,7 @@ def test_a_new_tenant_is_pending_then_installing_with_generation_zero(
     states = [
         (release.state if release else None, observed) for _, release, observed in world.reporter.reports
     ]
-    assert states == [("Pending", 0), ("Installing", 0), ("Installing", 0)]
+    assert states == [("Installing", 0), ("Installing", 0)]
 
 
 def test_the_helm_backend_hash_does_not_count_in_the_flux_backend(monkeypatch: pytest.MonkeyPatch) -> None:

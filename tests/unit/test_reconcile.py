@@ -207,7 +207,7 @@ def test_a_new_tenant_gets_its_namespace_and_release() -> None:
     states = [
         (release.state if release else None, generation) for _, release, generation in world.reporter.reports
     ]
-    assert states == [("Pending", 0), ("Installing", 0), ("Deployed", 2)]
+    assert states == [("Installing", 0), ("Deployed", 2)], "the first status: Installing, once it is so"
     deployed = world.reporter.reports[-1][1]
     assert deployed is not None and deployed.applied_hash == desired_hash(values(), FINGERPRINT)
     assert deployed.revision == 1
@@ -305,6 +305,9 @@ def test_a_namespace_still_being_deleted_is_waited_for() -> None:
     with pytest.raises(kopf.TemporaryError, match="still being deleted"):
         asyncio.run(reconcile.reconcile(world.context(), tenant(), retry=0))
     assert world.helm.upgrades == []
+    (_, waiting, observed), *_ = world.reporter.reports
+    assert waiting is not None and (waiting.state, waiting.reason, observed) == ("Pending", "Accepted", 0)
+    assert "still being deleted" in waiting.message, "a new Tenant that must wait says why"
 
 
 def test_a_namespace_of_another_tenant_is_not_taken() -> None:
