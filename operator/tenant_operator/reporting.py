@@ -42,9 +42,11 @@ from tenant_operator.status import (
 logger = logging.getLogger(__name__)
 
 # Requested reports of one tenant begin at least this far apart: the burst of events of one rollout (pods
-# created, scheduled, started, ready; their workloads counting) makes two status writes at most instead of one
-# each, while a lone event (the last workload Ready) is reported at once.
-COALESCE_SECONDS = 0.2
+# created, scheduled, started, ready; their workloads counting) makes a status write a second at most instead
+# of one each, while a lone event, and the one that ends a rollout (the last workload Ready), are reported at
+# once. Under load (hundreds of tenants rolling out at once, each step slower) this is what keeps the status
+# writes per tenant few.
+COALESCE_SECONDS = 1.0
 
 # Phases that the workloads bring about and that get an event here; the steps that lead to the others
 # (installing, a failed install, deleting) post their own events.
