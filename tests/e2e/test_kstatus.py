@@ -138,8 +138,9 @@ def test_in_progress_until_running_then_current(
     assert conditions(obj)["Reconciling"] == ("False", "Reconciled")
     assert conditions(obj)["Stalled"] == ("False", "AsExpected")
     before = seen[:-1]
-    # "" is the CRD's default status (observedGeneration 0), before the operator's first report.
-    assert {phase for phase, _, _ in before} - {""} == {"Pending", "Provisioning"}, before
+    # "" is the CRD's default status (observedGeneration 0), before the operator's first report, which says
+    # Provisioning once the namespace is made (Pending only while it cannot be).
+    assert {phase for phase, _, _ in before} - {""} == {"Provisioning"}, before
     assert {verdict for _, verdict, _ in before} == {"InProgress"}, before
     # Not only kstatus's generation rule: the operator's Reconciling condition says InProgress too.
     assert any(phase == "Provisioning" for phase, _, _ in from_conditions(before)), before
