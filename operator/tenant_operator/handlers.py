@@ -79,8 +79,8 @@ def watched_kinds(
         return lister(f"{group}/{plural}")
 
     return [
-        Kind(cache.TENANTS, "Tenant", lister(kube.TENANTS), selector, ignore, cache.trim_tenant,
-             key=informer.by_name),
+        Kind(cache.TENANTS, "Tenant", lister(kube.TENANTS), selector, context.reporter.tenant_seen,
+             cache.trim_tenant, key=informer.by_name),
         workload(cache.DEPLOYMENTS, "Deployment", every(kube.APPS, "deployments")),
         workload(cache.STATEFULSETS, "StatefulSet", every(kube.APPS, "statefulsets")),
         part_of(cache.PODS, "Pod", every(kube.CORE, "pods"), trim=cache.trim_pod),
@@ -91,10 +91,6 @@ def watched_kinds(
         Kind(cache.NAMESPACES, "Namespace", every(kube.CORE, "namespaces"), TENANT_LABEL, namespaces_changed,
              cache.trim_namespace, key=informer.by_name),
     ]  # fmt: skip
-
-
-def ignore(*_: Any) -> None:
-    """Tenants: kopf's handlers act on their changes; the informer only keeps them for the cache."""
 
 
 @kopf.on.resume(*TENANTS)

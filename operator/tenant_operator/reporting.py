@@ -88,6 +88,10 @@ class Reporter:
     _wakes: dict[str, asyncio.Event] = field(default_factory=dict)  # set: a waiting report goes at once
     _rechecks: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
+    # Tenants a report found missing from the cache: their watch had not brought them yet (its events come on
+    # their own stream, and after an API server restart the Tenants may be listed again last). Reported again
+    # when the watch brings them (`tenant_seen`).
+    _unseen: set[str] = field(default_factory=set)
 
     def request(self, name: str) -> None:
         """Ask for a report of tenant `name` soon; many requests during one report make one more report."""
@@ -141,6 +145,15 @@ class Reporter:
             ),
         )
 
+    def tenant_seen(self, kind_of_event: str | None, tenant: Mapping[str, Any]) -> None:
+        """The Tenants' watch brought a Tenant (or its deletion): one a report missed is reported now."""
+        name = str((tenant.get("metadata") or {}).get("name", ""))
+        if kind_of_event == "DELETED":
+            self._unseen.discard(name)
+        elif name in self._unseen:
+            self._unseen.discard(name)
+            self.request(name)
+
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
@@ -158,6 +171,7 @@ class Reporter:
         tenant = self.cache.tenant(name)
         if tenant is None:
             self.forget(name)
+            self._unseen.add(name)
             return None
         previous = current_status(tenant)
         metadata = tenant["metadata"]

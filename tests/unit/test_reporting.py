@@ -252,3 +252,25 @@ def test_trimmed_objects_keep_what_the_status_reads() -> None:
     body = tenant() | {"metadata": {"name": "acme", "annotations": {"big": "x" * 10000}, "generation": 3}}
     assert trim_tenant(body)["metadata"] == {"name": "acme", "generation": 3}
     assert trim_tenant(body)["spec"] == body["spec"]
+
+
+def test_a_report_that_found_no_tenant_is_made_when_the_watch_brings_it() -> None:
+    """The settle report of a Tenant the Tenants' watch has not brought yet (after an API server restart it
+    may list them last) is made once the watch brings it, not dropped."""
+    kube, events = FakeKube(tenant()), FakeEvents()
+    cache = cache_of(kube)
+    listed = cast(dict[str, Any], cache.stores[TENANTS]).pop("acme")
+    report = reporter(kube, events, cache)
+
+    async def outage() -> None:
+        assert await report.report("acme") is None
+        assert kube.patches == [], "nothing to report on yet"
+        cast(dict[str, Any], cache.stores[TENANTS])["acme"] = listed
+        report.tenant_seen(None, listed["acme"])  # the listing after the restart
+        while report._tasks:
+            await asyncio.sleep(0.01)
+        report.tenant_seen("MODIFIED", listed["acme"])  # reported already: no more
+
+    asyncio.run(outage())
+    assert [patch["phase"] for patch in kube.patches] == ["Running"]
+    assert report.reports == 2
