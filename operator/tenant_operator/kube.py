@@ -128,8 +128,7 @@ class Rest:
         if not 200 <= response.status <= 299:
             error = ApiException(status=response.status, reason=response.reason)
             error.body = response.data.decode("utf-8", "replace")
-            error.headers = response.headers
-            response.release_conn()
+            error.headers = response.headers  # read whole above: the connection is back in the pool
             raise error
         return response
 
