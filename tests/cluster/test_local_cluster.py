@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from local_cluster.cluster import COMPONENTS, KWOK_TAINT, LocalCluster
+from local_cluster.cluster import COMPONENTS, KWOK_TAINT, ComponentExitedError, LocalCluster
 from local_cluster.images import PROBE_IMAGE
 from tests.conftest import REPO, Kube
 
@@ -202,3 +202,37 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path, kube: Kube)
         cluster.down()
     assert _processes_using(cluster.state_dir) == []
     assert not any(cluster.running().values())
+
+
+@pytest.mark.parametrize(
+    ("component", "last_words", "boots"),
+    [
+        ("kwok", "fatal error: concurrent map writes\n\ngoroutine 41 [running]:\n", 2),
+        ("kwok", "panic: something else\n", 1),
+        ("etcd", "fatal error: concurrent map writes\n", 1),
+    ],
+)
+def test_up_boots_again_only_when_kwok_died_of_its_start_up_race(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, component: str, last_words: str, boots: int
+) -> None:
+    cluster = LocalCluster(tmp_path / "state", real_node=False)
+    for directory in (cluster.logs, cluster.run_dir):
+        directory.mkdir(parents=True)
+    (cluster.logs / f"{component}.log").write_text("started\n" * 5000 + last_words)
+    pid_file = cluster.run_dir / f"{component}.pid"
+    pid_file.write_text("4242")
+    attempts: list[int] = []
+
+    def boot() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ComponentExitedError(component, "the nodes", pid_file, cluster.logs)
+
+    monkeypatch.setattr(cluster, "is_up", lambda: False)
+    monkeypatch.setattr(cluster, "_boot", boot)
+    if boots == 1:
+        with pytest.raises(ComponentExitedError, match=f"{component} exited while waiting for the nodes"):
+            cluster.up()
+    else:
+        cluster.up()
+    assert len(attempts) == boots
