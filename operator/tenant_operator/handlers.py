@@ -1,7 +1,7 @@
 """The kopf handlers: thin, typed, each handing its work to the module of its use case."""
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -73,23 +73,19 @@ def watched_kinds(
     lister = context.kube.rest.lister
     selector = context.settings.watch_label_selector
     part_of = functools.partial(Kind, selector=PART_OF_SELECTOR, callback=changed)
-    workload = functools.partial(part_of, trim=cache.trim_workload)
 
-    def every(group: str, plural: str) -> Callable[..., Any]:
-        return lister(f"{group}/{plural}")
+    def of_release(kind: str, trim: informer.Trim | None = None) -> Kind:
+        group, plural = kube.RELEASE_KINDS[kind]
+        return part_of(plural, kind, lister(f"{group}/{plural}"), trim=trim)
 
+    workloads = {"Deployment": cache.trim_workload, "StatefulSet": cache.trim_workload}
     return [
         Kind(cache.TENANTS, "Tenant", lister(kube.TENANTS), selector, context.reporter.tenant_seen,
              cache.trim_tenant, key=informer.by_name),
-        workload(cache.DEPLOYMENTS, "Deployment", every(kube.APPS, "deployments")),
-        workload(cache.STATEFULSETS, "StatefulSet", every(kube.APPS, "statefulsets")),
-        part_of(cache.PODS, "Pod", every(kube.CORE, "pods"), trim=cache.trim_pod),
-        part_of("networkpolicies", "NetworkPolicy", every(kube.NETWORKING, "networkpolicies")),
-        part_of("resourcequotas", "ResourceQuota", every(kube.CORE, "resourcequotas")),
-        part_of("limitranges", "LimitRange", every(kube.CORE, "limitranges")),
-        part_of("services", "Service", every(kube.CORE, "services")),
-        Kind(cache.NAMESPACES, "Namespace", every(kube.CORE, "namespaces"), TENANT_LABEL, namespaces_changed,
-             cache.trim_namespace, key=informer.by_name),
+        *(of_release(kind, workloads.get(kind)) for kind in kube.RELEASE_KINDS),
+        part_of(cache.PODS, "Pod", lister(f"{kube.CORE}/pods"), trim=cache.trim_pod),
+        Kind(cache.NAMESPACES, "Namespace", lister(f"{kube.CORE}/namespaces"), TENANT_LABEL,
+             namespaces_changed, cache.trim_namespace, key=informer.by_name),
     ]  # fmt: skip
 
 

@@ -37,6 +37,8 @@ Object = dict[str, Any]
 Callback = Callable[[str | None, Object], None]
 # The store's key of an object: its namespace, or its name for a cluster-scoped kind (Tenants).
 Key = Callable[[Mapping[str, Any]], str]
+# What the store keeps of an object.
+Trim = Callable[[Mapping[str, Any]], Object]
 
 PAGE = 500
 WATCH_SECONDS = (300, 600)  # each watch asks the server to end it after a random time in this range, as
@@ -71,7 +73,7 @@ class Kind:
     list_function: Callable[..., Any]
     selector: str
     callback: Callback
-    trim: Callable[[Mapping[str, Any]], Object] | None = None
+    trim: Trim | None = None
     key: Key = by_namespace
     # key -> name -> trimmed object
     store: dict[str, dict[str, Object]] = field(default_factory=dict)
