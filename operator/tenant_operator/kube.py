@@ -9,6 +9,7 @@ come back as plain JSON dicts (camelCase), the form that `status.py` and the bui
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -156,25 +157,47 @@ def is_status(error: ApiException, *codes: int) -> bool:
 
 class RateLimit:
     """A token bucket: at most `burst` requests at once, refilled at `qps` per second (client-go's defaults
-    for controllers are of this kind), so that a burst of Tenant changes cannot flood the API server."""
+    for controllers are of this kind), so that a burst of Tenant changes cannot flood the API server.
+
+    Waiting requests take the tokens in turn, those that can wait (`later`: the events of `kubectl describe`)
+    only when no other request waits: under a burst of new Tenants, their statuses (what a user and a GitOps
+    tool wait for) are not queued behind thousands of events telling how they got there."""
 
     def __init__(self, qps: float, burst: int) -> None:
         self.qps = qps
         self.burst = burst
         self.tokens = float(burst)
         self.updated = time.monotonic()
-        self.lock = asyncio.Lock()
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())  # first, later
+        self._dispenser: asyncio.Task[None] | None = None
 
-    async def acquire(self) -> None:
-        async with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.qps)
-            self.updated = now
+    async def acquire(self, later: bool = False) -> None:
+        self._refill()
+        if self.tokens >= 1 and not any(self._waiting):
+            self.tokens -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting[later].append(turn)
+        if self._dispenser is None or self._dispenser.done():
+            self._dispenser = asyncio.create_task(self._dispense())
+        await turn
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.qps)
+        self.updated = now
+
+    async def _dispense(self) -> None:
+        """Hand out tokens as they come to the waiting requests, the first lane before the later one."""
+        while queue := next((waiting for waiting in self._waiting if waiting), None):
+            self._refill()
             if self.tokens < 1:
                 await asyncio.sleep((1 - self.tokens) / self.qps)
-                self.tokens = 1.0
-                self.updated = time.monotonic()
-            self.tokens -= 1
+                continue
+            turn = queue.popleft()
+            if not turn.done():  # else its request was cancelled while it waited
+                self.tokens -= 1
+                turn.set_result(None)
 
 
 # Answers 429 (Too Many Requests) are retried this many times, after the server's Retry-After (else 1 s,
@@ -198,10 +221,13 @@ class Kube:
         self.rest = Rest(client)
         self.limit = RateLimit(qps, burst)
 
-    async def _call(self, name: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`function` in a worker thread, after the rate limit; counted as `name`; 429 answers waited out."""
+    async def _call(
+        self, name: str, function: Callable[..., T], *args: Any, later: bool = False, **kwargs: Any
+    ) -> T:
+        """`function` in a worker thread, after the rate limit (`later`: after every other request waiting
+        for it); counted as `name`; 429 answers waited out."""
         for attempt in range(MAX_THROTTLED_RETRIES + 1):
-            await self.limit.acquire()
+            await self.limit.acquire(later)
             metrics.API_REQUESTS.labels(name).inc()
             try:
                 return await asyncio.to_thread(function, *args, **kwargs)
@@ -211,9 +237,11 @@ class Kube:
                 await asyncio.sleep(retry_after(error, default=float(2**attempt)))
         raise AssertionError("unreachable")
 
-    async def _request(self, name: str, method: str, target: str, **options: Any) -> Object:
+    async def _request(
+        self, name: str, method: str, target: str, later: bool = False, **options: Any
+    ) -> Object:
         """One request; the object of the answer."""
-        response = await self._call(name, self.rest, method, target, **options)
+        response = await self._call(name, self.rest, method, target, later=later, **options)
         return _json(response)
 
     async def _get_or_none(self, name: str, target: str) -> Object | None:
@@ -224,10 +252,10 @@ class Kube:
                 return None
             raise
 
-    async def _create(self, name: str, target: str, body: Mapping[str, Any]) -> bool:
+    async def _create(self, name: str, target: str, body: Mapping[str, Any], later: bool = False) -> bool:
         """Create an object; False when one of that name exists (a 409 is not an error here)."""
         try:
-            await self._request(name, POST, target, body=body)
+            await self._request(name, POST, target, later=later, body=body)
         except ApiException as error:
             if is_status(error, 409):
                 return False
@@ -251,13 +279,15 @@ class Kube:
             return None
 
     async def create_event(self, event: Mapping[str, Any]) -> bool:
-        """Create an event; False when one of that name exists."""
+        """Create an event (after the requests that cannot wait); False when one of that name exists."""
         target = path(CORE, "namespaces", event["metadata"]["namespace"], "events")
-        return await self._create("create_namespaced_event", target, event)
+        return await self._create("create_namespaced_event", target, event, later=True)
 
     async def patch_event(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         target = path(CORE, "namespaces", namespace, "events", name)
-        await self._request("patch_namespaced_event", PATCH, target, body=patch, content_type=MERGE_PATCH)
+        await self._request(
+            "patch_namespaced_event", PATCH, target, later=True, body=patch, content_type=MERGE_PATCH
+        )
 
     async def get_namespace(self, name: str) -> Object | None:
         return await self._get_or_none("read_namespace", path(CORE, "namespaces", name))

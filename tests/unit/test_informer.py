@@ -166,9 +166,9 @@ def test_lists_and_watches_spend_the_operators_request_budget() -> None:
     class Counted(RateLimit):
         spent = 0
 
-        async def acquire(self) -> None:
+        async def acquire(self, later: bool = False) -> None:
             self.spent += 1
-            await super().acquire()
+            await super().acquire(later)
 
     limit = Counted(qps=1000, burst=10)
     api = FakeApi([[deployment("tenant-a", "server", 5)], [deployment("tenant-b", "server", 6)]])

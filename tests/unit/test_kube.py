@@ -26,6 +26,47 @@ def test_the_rate_limit_lets_a_burst_through_then_paces() -> None:
     assert 0.15 <= paced < 0.6, f"10 more at 50/s took {paced:.2f} s"
 
 
+def test_requests_that_can_wait_get_a_token_after_every_other_waiting_request() -> None:
+    limit = RateLimit(qps=200, burst=1)
+    served: list[str] = []
+
+    async def request(name: str, later: bool) -> None:
+        await limit.acquire(later)
+        served.append(name)
+
+    async def burst() -> None:
+        await limit.acquire()  # the bucket is empty: everything below waits
+        events = [asyncio.create_task(request(f"event-{i}", later=True)) for i in range(5)]
+        await asyncio.sleep(0)  # the events wait first
+        statuses = [asyncio.create_task(request(f"status-{i}", later=False)) for i in range(3)]
+        await asyncio.gather(*events, *statuses)
+
+    asyncio.run(burst())
+    assert served == [f"status-{i}" for i in range(3)] + [f"event-{i}" for i in range(5)]
+
+
+def test_a_request_cancelled_while_it_waits_spends_no_token() -> None:
+    limit = RateLimit(qps=20, burst=1)
+
+    async def scenario() -> list[str]:
+        await limit.acquire()
+        served: list[str] = []
+
+        async def request(name: str) -> None:
+            await limit.acquire()
+            served.append(name)
+
+        gone = asyncio.create_task(request("gone"))
+        kept = asyncio.create_task(request("kept"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await kept
+        assert limit.tokens < 1  # "kept" took the one token that came
+        return served
+
+    assert asyncio.run(scenario()) == ["kept"]
+
+
 def throttled(retry_after: str) -> ApiException:
     error = ApiException(status=429, reason="Too Many Requests")
     error.headers = {"Retry-After": retry_after}
