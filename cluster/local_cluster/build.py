@@ -1,6 +1,7 @@
 """Builds the local cluster's binaries from their Go modules, once, into a cache outside the checkout.
 
-Versions are pinned in one place: the wrapper modules under ``cluster/tools/<tool>/go.mod``. A tool's cache
+Versions are pinned in one place: the wrapper modules under ``cluster/tools/<tool>/go.mod``, and Helm 4 in
+the helm-worker's module (``operator/helm-worker/go.mod``), which builds Helm's command too. A tool's cache
 entry is keyed by a hash of its wrapper module, the Go toolchain and the link flags, so a changed pin builds
 again and everything else is reused by later runs and by CI on the same machine. A tool may also take files
 from its module's source into its cache entry (Flux's CRDs), so that they are at hand without Go at run time.
@@ -149,11 +150,13 @@ TOOLS = (
         lambda v: [f"-X sigs.k8s.io/kwok/pkg/consts.Version={v.lstrip('v')}"],
         server=True,
     ),
+    # Helm 4's command, from the helm-worker's module (a `tool` line there): one pin for both.
     Tool(
         "helm4",
         "helm.sh/helm/v4",
         {"helm": "helm.sh/helm/v4/cmd/helm"},
         lambda v: [f"-X helm.sh/helm/v4/internal/version.version={v}"],
+        source=REPO_ROOT / "operator" / "helm-worker",
     ),
     # The operator's Helm: Helm 4 as a library in one long-running process (operator/helm-worker).
     Tool(
