@@ -949,6 +949,18 @@ def timeout_for(n: int) -> float:
     return 180 + 3 * n
 
 
+def timeline(run: Run, started: float, said: list[float | None], ready: list[float | None]) -> None:
+    """The run's times from when each tenant was said done and when its workloads were Ready."""
+    pairs = [(s, r) for s, r in zip(said, ready, strict=True) if s and r]
+    done = [max(s, r) - started for s, r in pairs]
+    lags = [s - r for s, r in pairs]
+    run.all_running, run.median_running = max(done), statistics.median(done)
+    run.all_ready = max(r for _, r in pairs) - started
+    run.all_said = max(s for s, _ in pairs) - started
+    run.lag_median, run.lag_max = statistics.median(lags), max(lags, key=abs)
+    run.lag_p99 = statistics.quantiles(lags, n=100)[98] if len(lags) > 1 else lags[0]
+
+
 def run_once(
     contestant: Contestant,
     n: int,
@@ -991,13 +1003,7 @@ def run_once(
         said = [watcher.said_at(ns) for ns in namespaces]
         ready = [watcher.ready_at(ns) for ns in namespaces]
         if run.ok:
-            done = [max(s, r) - started for s, r in zip(said, ready, strict=True) if s and r]
-            lags = [s - r for s, r in zip(said, ready, strict=True) if s and r]
-            run.all_running, run.median_running = max(done), statistics.median(done)
-            run.all_ready = max(r for r in ready if r) - started
-            run.all_said = max(s for s in said if s) - started
-            run.lag_median, run.lag_max = statistics.median(lags), max(lags, key=abs)
-            run.lag_p99 = statistics.quantiles(lags, n=100)[98] if len(lags) > 1 else lags[0]
+            timeline(run, started, said, ready)
         else:
             run.error = (
                 f"timed out after {timeout_for(n):.0f}s: {sum(map(bool, said))}/{n} said done, "
@@ -1084,7 +1090,8 @@ def _spread(values: list[float], unit: str = "", digits: int = 1) -> str:
 
 def table(runs: list[Run]) -> list[str]:
     rows = [
-        "| contestant | N | C | runs ok | all Running s | median tenant s | said - Ready s (median / p99 / worst) "
+        "| contestant | N | C | runs ok | all Running s | median tenant s "
+        "| said - Ready s (median / p99 / worst) "
         "| CPU s | peak MiB (main / all) | Helm calls | API server requests | API server CPU s "
         "| etcd CPU s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
