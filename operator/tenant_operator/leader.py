@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from tenant_operator.kube import GET, POST, PUT, Rest, path
@@ -111,6 +112,16 @@ class LeaseApi:
         return True
 
 
+# A Lease that could not be read or written: an error answer, or no answer (the API server restarting, a
+# connection refused or cut). Renewal counts either as a failure; its thread must not end on one, or the
+# replica would go on acting with a Lease that expires under it while a standby takes it.
+UNREACHABLE = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+def reason(error: Exception) -> str:
+    return str(error.reason) if isinstance(error, ApiException) else f"{type(error).__name__}: {error}"
+
+
 class Elector:
     """One replica's part in the election."""
 
@@ -147,8 +158,8 @@ class Elector:
                         "leader election: %s holds Lease %s/%s", self.me, self.api.namespace, self.api.name
                     )
                     return True
-            except ApiException as error:
-                logger.warning("leader election: could not read or write the Lease: %s", error.reason)
+            except UNREACHABLE as error:
+                logger.warning("leader election: could not read or write the Lease: %s", reason(error))
             if not standing_by:
                 logger.info("leader election: another replica holds the Lease; standing by")
                 standing_by = True
@@ -164,21 +175,25 @@ class Elector:
                     last_renewed = time.monotonic()
                     continue
                 logger.error("leader election: another replica took the Lease")
-            except ApiException as error:
-                logger.warning("leader election: could not renew the Lease: %s", error.reason)
+            except UNREACHABLE as error:
+                logger.warning("leader election: could not renew the Lease: %s", reason(error))
             if time.monotonic() - last_renewed > self.timing.renew_deadline_seconds:
                 lost()
                 return
 
     def release(self) -> None:
-        """Give the Lease up (a clean stop), so that a standby takes over at once."""
-        lease = self.api.get()
-        spec = (lease or {}).get("spec") or {}
-        if lease is None or spec.get("holderIdentity") != self.me:
-            return
-        free = {"leaseDurationSeconds": 1, "leaseTransitions": int(spec.get("leaseTransitions") or 0)}
-        if self.api.replace(lease, free):
-            logger.info("leader election: gave the Lease up")
+        """Give the Lease up (a clean stop), so that a standby takes over at once; where the API server
+        cannot be reached, the Lease expires instead."""
+        try:
+            lease = self.api.get()
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != self.me:
+                return
+            free = {"leaseDurationSeconds": 1, "leaseTransitions": int(spec.get("leaseTransitions") or 0)}
+            if self.api.replace(lease, free):
+                logger.info("leader election: gave the Lease up")
+        except UNREACHABLE as error:
+            logger.warning("leader election: could not give the Lease up (it expires): %s", reason(error))
 
 
 class StandbyHealth:

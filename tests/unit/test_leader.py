@@ -5,6 +5,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import urllib3
+
 from tenant_operator import leader
 
 
@@ -143,3 +145,39 @@ def test_a_standby_waits_until_the_lease_is_free() -> None:
     timer.start()
     assert not elector(lease, "a").acquire(stop)
     timer.join()
+
+
+class UnreachableLease(MemoryLease):
+    """The API server restarting: every request fails with no answer at all, until `back` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.back = threading.Event()
+
+    def get(self) -> dict[str, Any] | None:
+        if not self.back.is_set():
+            raise urllib3.exceptions.MaxRetryError(
+                cast(Any, None), "/leases", reason=ConnectionRefusedError(111)
+            )
+        return super().get()
+
+
+def test_a_holder_whose_api_server_is_unreachable_gives_up_after_the_deadline() -> None:
+    lease = UnreachableLease()
+    lease.back.set()
+    mine = elector(lease, "a")
+    assert mine.try_acquire()
+    lease.back.clear()
+    lost = threading.Event()
+    mine.keep(lost.set, threading.Event())  # returns (it does not raise) once the deadline passed
+    assert lost.is_set()
+    mine.release()  # nothing to give up where nothing answers: no error either
+
+
+def test_a_standby_waits_through_an_unreachable_api_server() -> None:
+    lease = UnreachableLease()
+    timer = threading.Timer(0.05, lease.back.set)
+    timer.start()
+    assert elector(lease, "a").acquire(threading.Event())
+    timer.join()
+    assert lease.lease is not None and lease.lease["spec"]["holderIdentity"] == "a"
