@@ -90,8 +90,9 @@ class Reporter:
     _tasks: set["asyncio.Task[None]"] = field(default_factory=set)
     # Tenants a report found missing from the cache: their watch had not brought them yet (its events come on
     # their own stream, and after an API server restart the Tenants may be listed again last). Reported again
-    # when the watch brings them (`tenant_seen`).
-    _unseen: set[str] = field(default_factory=set)
+    # when the watch brings them (`tenant_seen`), with what the missed reports were given to write (a
+    # reconciliation's release and generation, which nothing else would bring back).
+    _unseen: dict[str, tuple[ReleaseStatus | None, int | None]] = field(default_factory=dict)
 
     def request(self, name: str) -> None:
         """Ask for a report of tenant `name` soon; many requests during one report make one more report."""
@@ -149,9 +150,8 @@ class Reporter:
         """The Tenants' watch brought a Tenant (or its deletion): one a report missed is reported now."""
         name = str((tenant.get("metadata") or {}).get("name", ""))
         if kind_of_event == "DELETED":
-            self._unseen.discard(name)
+            self._unseen.pop(name, None)
         elif name in self._unseen:
-            self._unseen.discard(name)
             self.request(name)
 
     def _lock(self, name: str) -> asyncio.Lock:
@@ -169,9 +169,12 @@ class Reporter:
     ) -> TenantStatus | None:
         self._began[name] = asyncio.get_running_loop().time()
         tenant = self.cache.tenant(name)
+        held_release, held_generation = self._unseen.pop(name, (None, None))
+        release = release or held_release
+        observed_generation = held_generation if observed_generation is None else observed_generation
         if tenant is None:
             self.forget(name)
-            self._unseen.add(name)
+            self._unseen[name] = (release, observed_generation)
             return None
         previous = current_status(tenant)
         metadata = tenant["metadata"]

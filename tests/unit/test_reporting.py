@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 
+from tenant_operator.api import ReleaseStatus
 from tenant_operator.cache import (
     DEPLOYMENTS,
     PODS,
@@ -274,3 +275,35 @@ def test_a_report_that_found_no_tenant_is_made_when_the_watch_brings_it() -> Non
     asyncio.run(outage())
     assert [patch["phase"] for patch in kube.patches] == ["Running"]
     assert report.reports == 2
+
+
+def test_a_reconciliation_s_report_that_found_no_tenant_keeps_its_release_for_when_the_watch_brings_it() -> (
+    None
+):
+    """The release a reconciliation installed exists only in its report: a Tenant the watch has not brought
+    yet gets it (and the generation) once the watch does, not the release state of its older status."""
+    installing = tenant() | {"status": {"phase": "Installing", "release": {"state": "Installing"}}}
+    kube, events = FakeKube(installing), FakeEvents()
+    cache = cache_of(kube)
+    listed = cast(dict[str, Any], cache.stores[TENANTS]).pop("acme")
+    report = reporter(kube, events, cache)
+
+    async def outage() -> None:
+        assert (
+            await report.report("acme", release=ReleaseStatus.model_validate(DEPLOYED), observed_generation=1)
+            is None
+        )
+        report.request("acme")  # a workload event meanwhile: still no Tenant, still nothing lost
+        while report._tasks:
+            await asyncio.sleep(0.01)
+        assert kube.patches == []
+        cast(dict[str, Any], cache.stores[TENANTS])["acme"] = listed
+        report.tenant_seen(None, listed["acme"])
+        while report._tasks:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(outage())
+    assert [
+        (patch["phase"], patch["release"]["state"], patch["observedGeneration"]) for patch in kube.patches
+    ] == [("Running", "Deployed", 1)]
+    assert events.posted == [("Normal", "AllWorkloadsReady")]
