@@ -239,6 +239,7 @@ class Reporter:
         metrics.set_phase(name, None)
         self.cache.forget(name)
         self._began.pop(name, None)
+        self._unseen.pop(name, None)
         handle = self._rechecks.pop(name, None)
         if handle is not None:
             handle.cancel()

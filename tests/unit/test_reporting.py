@@ -208,8 +208,12 @@ def test_a_missing_secret_is_looked_for_again_until_it_exists() -> None:
 
 def test_a_gone_tenant_is_forgotten() -> None:
     kube, events = FakeKube(None), FakeEvents()
-    assert asyncio.run(reporter(kube, events).report("acme")) is None
+    report = reporter(kube, events)
+    deployed = ReleaseStatus.model_validate(DEPLOYED)
+    assert asyncio.run(report.report("acme", release=deployed, observed_generation=1)) is None
     assert kube.patches == []
+    report.forget("acme")  # its deletion is done: a new Tenant of that name starts from nothing
+    assert report._unseen == {}
 
 
 def test_the_watch_catching_up_replaces_what_was_written() -> None:
