@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         # A line per probe of the kubelet (every 10 s, twice) would bury what the operator does.
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     metrics.serve(settings.metrics_port)
-    assert handlers.TENANTS  # the handlers register themselves with kopf when imported
+    assert handlers.start  # the handlers register themselves with kopf when imported
     if settings.backend == "flux":
         handlers.follow_helm_releases()
     context = Context.create(settings)

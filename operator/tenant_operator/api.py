@@ -23,6 +23,10 @@ PLURAL = "tenants"
 SINGULAR = "tenant"
 SHORT_NAMES = ["tn"]
 NAMESPACE_PREFIX = "tenant-"
+# Set to any new value, it makes the operator reconcile the Tenant at once, Helm included; the value acted on
+# is kept in status.lastHandledReconcileAt. (Not under neurallog.io/: kopf, which ran the Tenants' handlers
+# before, kept its own state there.)
+RECONCILE_ANNOTATION = f"tenants.{GROUP}/reconcile"
 # The tenant's name names its Helm release, which Helm caps at 53 characters; that also keeps the namespace
 # `tenant-<name>` within the 63 characters of a DNS-1123 label.
 MAX_TENANT_NAME_LENGTH = 53
@@ -572,6 +576,11 @@ class TenantStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     release: ReleaseStatus = ReleaseStatus()
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The value of the annotation tenants.neurallog.io/reconcile last acted on.",
+    )
 
     @field_validator("conditions", mode="before")
     @classmethod

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tenant_operator.api import RECONCILE_ANNOTATION
+
 Object = dict[str, Any]
 # An informer's store, read-only: a key (namespace; a Tenant's name) -> name -> the trimmed object.
 Store = Mapping[str, Mapping[str, Object]]
@@ -29,9 +31,13 @@ def _pick(source: Mapping[str, Any] | None, keys: Iterable[str]) -> Object:
 
 
 def trim_tenant(body: Mapping[str, Any]) -> Object:
-    """A Tenant as the reporter, a reconciliation and the events read it (kopf's annotations left out)."""
-    kept = ("name", "uid", "generation", "resourceVersion", "deletionTimestamp")
+    """A Tenant as the work queue, the reporter, a reconciliation and the events read it (of its annotations
+    only the reconcile request)."""
+    kept = ("name", "uid", "generation", "resourceVersion", "deletionTimestamp", "finalizers")
     metadata = _pick(body.get("metadata"), kept)
+    request = _pick(body.get("metadata", {}).get("annotations"), (RECONCILE_ANNOTATION,))
+    if request:
+        metadata["annotations"] = request
     return {**_pick(body, ("apiVersion", "kind", "spec", "status")), "metadata": metadata}
 
 

@@ -1,12 +1,11 @@
-"""Delete: uninstall the release, delete the namespace, wait until it is gone; then kopf drops the finalizer.
-A namespace that is not the Tenant's (namespace.is_owned_by) is left as it is, with what it holds.
+"""Delete: uninstall the release, delete the namespace, and once it is gone the work queue (work.py) drops
+the finalizer. A namespace that is not the Tenant's (namespace.is_owned_by) is left as it is, with what it
+holds.
 
 Runs as well for a Tenant deleted while the operator was stopped: the finalizer kept it until now.
 """
 
-import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +21,10 @@ from tenant_operator.release import HelmError
 
 logger = logging.getLogger(__name__)
 
-# How long one deletion attempt waits for the namespace before it lets kopf retry (and say so in the log).
-NAMESPACE_WAIT_SECONDS = 120
+# While a deleted namespace is still there, deletion looks again this often when the namespaces' watch
+# follows it (its deletion wakes the Tenant's work at once: work.Work.namespace_gone); one the watch does not
+# follow (adopted without the tenant label) is looked at every `namespace_poll_seconds`.
+WATCHED_NAMESPACE_RECHECK_SECONDS = 60
 
 
 async def uninstall(context: Context, body: Mapping[str, Any], namespace: str) -> bool:
@@ -47,7 +48,7 @@ async def uninstall(context: Context, body: Mapping[str, Any], namespace: str) -
 
 
 async def delete(context: Context, body: Mapping[str, Any]) -> None:
-    """Uninstall, delete the namespace and wait (a while) for it to go; TemporaryError to wait longer."""
+    """Uninstall and delete the namespace; done once it is gone, TemporaryError until then."""
     name = body["metadata"]["name"]
     namespace = namespace_for(name)
     await context.reporter.report(name)
@@ -69,19 +70,16 @@ async def delete(context: Context, body: Mapping[str, Any]) -> None:
                 )
             await context.kube.delete_namespace(namespace)
             context.events.post(body, "Normal", "DeletingNamespace", f"Deleting namespace {namespace}")
-            existing = await context.kube.get_namespace(namespace)
     except HelmError as error:
         context.events.post(body, "Warning", error.reason, error.message)
         raise kopf.TemporaryError(f"uninstall: {error.message}", delay=10) from None
     except ApiException as error:
         raise kopf.TemporaryError(f"namespace {namespace}: {error.reason}", delay=10) from error
-    deadline = time.monotonic() + NAMESPACE_WAIT_SECONDS
-    while existing is not None and time.monotonic() < deadline:
-        await asyncio.sleep(context.settings.namespace_poll_seconds)
-        existing = await context.kube.get_namespace(namespace)
     if existing is not None:
+        watched = context.cache.namespace(namespace) is not None
         raise kopf.TemporaryError(
-            f"waiting for namespace {namespace} to be deleted", delay=context.settings.namespace_poll_seconds
+            f"waiting for namespace {namespace} to be deleted",
+            delay=WATCHED_NAMESPACE_RECHECK_SECONDS if watched else context.settings.namespace_poll_seconds,
         )
     context.events.post(body, "Normal", "Deleted", f"Namespace {namespace} is gone")
     context.reporter.forget(name)

@@ -1,4 +1,6 @@
-"""The kopf handlers: thin, typed, each handing its work to the module of its use case."""
+"""What kopf runs: the start (the informers, the Tenants' work queue) and the end, and the informers'
+callbacks, thin, each handing its work to the module of its use case. Kopf runs no handler of Tenants: the
+work queue (work.py) does, from the Tenants' informer."""
 
 import functools
 from collections.abc import Mapping
@@ -6,70 +8,78 @@ from typing import Any
 
 import kopf
 
-from tenant_operator import cache, deletion, drift, informer, kube, metrics, reconcile
-from tenant_operator.api import GROUP, PLURAL, VERSION, tenant_of
+from tenant_operator import cache, drift, informer, kube, reconcile
+from tenant_operator.api import tenant_of
 from tenant_operator.context import MEMO_KEY, Context, from_memo
 from tenant_operator.informer import Informers, Kind
 from tenant_operator.kube import HELM_RELEASES
 from tenant_operator.namespace import TENANT_LABEL
-from tenant_operator.release import redact
+from tenant_operator.work import Work
 
-TENANTS = (GROUP, VERSION, PLURAL)
 PART_OF = {"app.kubernetes.io/part-of": "neurallog"}
 PART_OF_SELECTOR = ",".join(f"{key}={value}" for key, value in PART_OF.items())
 INFORMERS_KEY = "informers"
-# Set to any new value, it makes the operator reconcile the Tenant at once, Helm included. (Not under
-# neurallog.io/: kopf keeps its own state there and ignores changes of those annotations.)
-RECONCILE_ANNOTATION = f"tenants.{GROUP}/reconcile"
+WORK_KEY = "work"
+# Tenants worked on at once (work.py) per Helm slot (settings.concurrency): while some wait for Helm, the
+# others make their namespaces and statuses, or need no Helm at all (a restart, a deletion's next look).
+WORKERS_PER_HELM_SLOT = 4
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Kopf configured; then the informers list what the cache keeps and what drift follows, before any
-    handler runs (kopf starts its watches once the startup handlers are done)."""
+    """Kopf configured; then the informers list what the cache keeps and what drift follows, and the
+    Tenants' work queue starts on every Tenant listed (kopf starts its watches once this is done)."""
     context = from_memo(memo)
     configure(settings, context)
     memo[drift.MEMO_KEY] = drift.Repairs(functools.partial(reconcile.repair, context))
+    work = memo[WORK_KEY] = Work(context, WORKERS_PER_HELM_SLOT * context.settings.concurrency)
     changed = functools.partial(object_changed, memo)
-    kinds = watched_kinds(context, changed, functools.partial(namespace_changed, memo))
+    kinds = watched_kinds(context, changed, functools.partial(namespace_changed, memo), work.changed)
     informers = Informers(kinds, context.kube.limit)
     memo[INFORMERS_KEY] = informers
     context.cache.bind({kind.name: kind.store for kind in informers.kinds if kind.trim is not None})
     await informers.start()
+    work.start()
 
 
 def configure(settings: kopf.OperatorSettings, context: Context) -> None:
-    """Kopf's own state under our API group, no events of kopf's own, its watches filtered server-side."""
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    """No events of kopf's own; its one watch (of HelmReleases, in the flux backend: an event handler, which
+    keeps no state in the objects) filtered server-side."""
     settings.posting.enabled = False  # events.py posts them where `kubectl describe tenant` finds them
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    if context.settings.watch_label_selector:  # a shard: the other Tenants are not even listed
-        settings.watching.label_selectors[PLURAL] = context.settings.watch_label_selector
     settings.watching.label_selectors[HELM_RELEASES[2]] = PART_OF_SELECTOR
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the watches and end the helm-worker (after the releases under way)."""
+    """Stop the watches and the work queue, and end the helm-worker (after the releases under way)."""
     informers = memo.get(INFORMERS_KEY)
     if informers is not None:
         informers.stop()
+    work = memo.get(WORK_KEY)
+    if work is not None:
+        await work.stop()
     if MEMO_KEY in memo:
         await from_memo(memo).helm.close()
 
 
 def watched_kinds(
-    context: Context, changed: informer.Callback, namespaces_changed: informer.Callback
+    context: Context,
+    changed: informer.Callback,
+    namespaces_changed: informer.Callback,
+    tenants_changed: informer.Callback,
 ) -> list[informer.Kind]:
-    """The Tenants for the cache (kopf watches them too, for its handlers); the workloads and pods of tenant
-    namespaces for the cache, the status and drift; the release's other objects for drift (drift.py); the
-    tenant namespaces (labelled with their tenant) for reconciliations and drift."""
+    """The Tenants for the cache and the work queue (a shard's only: `watch_label_selector`); the workloads
+    and pods of tenant namespaces for the cache, the status and drift; the release's other objects for drift
+    (drift.py); the tenant namespaces (labelled with their tenant) for reconciliations, deletion and drift."""
+    reporter = context.reporter
+
+    def tenant_changed(kind_of_event: str | None, tenant: informer.Object) -> None:
+        reporter.tenant_seen(kind_of_event, tenant)
+        tenants_changed(kind_of_event, tenant)
+
     lister = context.kube.rest.lister
     selector = context.settings.watch_label_selector
     part_of = functools.partial(Kind, selector=PART_OF_SELECTOR, callback=changed)
@@ -80,46 +90,13 @@ def watched_kinds(
 
     workloads = {"Deployment": cache.trim_workload, "StatefulSet": cache.trim_workload}
     return [
-        Kind(cache.TENANTS, "Tenant", lister(kube.TENANTS), selector, context.reporter.tenant_seen,
-             cache.trim_tenant, key=informer.by_name),
+        Kind(cache.TENANTS, "Tenant", lister(kube.TENANTS), selector, tenant_changed, cache.trim_tenant,
+             key=informer.by_name),
         *(of_release(kind, workloads.get(kind)) for kind in kube.RELEASE_KINDS),
         part_of(cache.PODS, "Pod", lister(f"{kube.CORE}/pods"), trim=cache.trim_pod),
         Kind(cache.NAMESPACES, "Namespace", lister(f"{kube.CORE}/namespaces"), TENANT_LABEL,
              namespaces_changed, cache.trim_namespace, key=informer.by_name),
     ]  # fmt: skip
-
-
-@kopf.on.resume(*TENANTS)
-@kopf.on.create(*TENANTS)
-@kopf.on.update(*TENANTS, field="spec")
-async def reconcile_tenant(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    context = from_memo(memo)
-    async with metrics.reconcile():
-        try:
-            await reconcile.reconcile(context, body, retry)
-        except (kopf.PermanentError, kopf.TemporaryError):
-            raise
-        except Exception as error:
-            message = redact(f"{type(error).__name__}: {error}")
-            context.events.post(body, "Warning", "ReconcileError", message)
-            raise kopf.TemporaryError(message, delay=reconcile.retry_delay(retry)) from error
-
-
-@kopf.on.delete(*TENANTS)
-async def delete_tenant(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await deletion.delete(from_memo(memo), body)
-
-
-@kopf.on.field(*TENANTS, field=("metadata", "annotations", RECONCILE_ANNOTATION))
-async def reconcile_requested(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> None:
-    """Reconcile now, Helm included: `kubectl annotate tenant <name>
-    tenants.neurallog.io/reconcile=$(date +%s) --overwrite`."""
-    if new and "deletionTimestamp" not in body["metadata"]:
-        context = from_memo(memo)
-        context.events.post(
-            body, "Normal", "ReconcileRequested", f"{RECONCILE_ANNOTATION} set; installing again"
-        )
-        await reconcile.reconcile(context, body, retry=0, force=True)
 
 
 WORKLOADS = frozenset({"Deployment", "StatefulSet", "Pod"})
@@ -146,11 +123,13 @@ def release_object_changed(memo: kopf.Memo, tenant: str, type: str | None, body:
 
 def namespace_changed(memo: kopf.Memo, type: str | None, body: informer.Object) -> None:
     """A tenant namespace deleted behind the operator's back is made again and filled (drift.Repairs waits
-    until it is gone); one the operator deletes with its Tenant is not (the Tenant is being deleted)."""
+    until it is gone); one the operator deletes with its Tenant is not (the Tenant is being deleted), and its
+    Tenant's deletion goes on."""
     name = body.get("metadata", {}).get("name")
     tenant = tenant_of(name)
     if type == "DELETED" and tenant is not None:
         drift.from_memo(memo).request(tenant, drift.Drift("Namespace", "", name or "", deleted=True))
+        memo[WORK_KEY].namespace_gone(tenant)
 
 
 async def helm_release_changed(

@@ -278,6 +278,25 @@ class Kube:
                 raise
             return None
 
+    async def patch_tenant_finalizers(
+        self, name: str, finalizers: list[str], resource_version: str
+    ) -> Object | None:
+        """Set the Tenant's finalizers, if it is still at `resource_version` (else 409); the Tenant as
+        written, None when it is gone."""
+        metadata = {"finalizers": finalizers, "resourceVersion": resource_version}
+        try:
+            return await self._request(
+                "patch_cluster_custom_object",
+                PATCH,
+                path(TENANTS, name),
+                body={"metadata": metadata},
+                content_type=MERGE_PATCH,
+            )
+        except ApiException as error:
+            if not is_status(error, 404):
+                raise
+            return None
+
     async def create_event(self, event: Mapping[str, Any]) -> bool:
         """Create an event (after the requests that cannot wait); False when one of that name exists."""
         target = path(CORE, "namespaces", event["metadata"]["namespace"], "events")

@@ -12,7 +12,14 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from tenant_operator.api import ReleaseStatus, TenantSpec, TenantStatus, namespace_for, tenant_name_problem
+from tenant_operator.api import (
+    RECONCILE_ANNOTATION,
+    ReleaseStatus,
+    TenantSpec,
+    TenantStatus,
+    namespace_for,
+    tenant_name_problem,
+)
 from tenant_operator.context import Context
 from tenant_operator.drift import Drift, still_drifted
 from tenant_operator.flux import hand_back, observe_generation, release_status, tenant_generation
@@ -52,6 +59,11 @@ NOT_OWNED_RETRY_SECONDS = 30
 def retry_delay(retry: int) -> float:
     """Backoff for temporary failures: 5 s, 10 s, 20 s ... at most 5 minutes."""
     return float(min(5 * 2**retry, 300))
+
+
+def reconcile_request(tenant: Mapping[str, Any]) -> str:
+    """The value of the Tenant's reconcile annotation ("" when it has none)."""
+    return str((tenant["metadata"].get("annotations") or {}).get(RECONCILE_ANNOTATION) or "")
 
 
 def parse_spec(name: str, spec: Mapping[str, Any]) -> TenantSpec:
@@ -180,11 +192,20 @@ async def reconcile(
     context: Context, body: Mapping[str, Any], retry: int, *, force: bool = False, drift: str = ""
 ) -> None:
     """Bring the tenant's namespace and release to its spec, then report the status; `force` runs Helm even
-    when nothing changed (to put back the `drift` someone made, or when asked to)."""
+    when nothing changed (to put back the `drift` someone made), and so does a new value of the Tenant's
+    reconcile annotation (`kubectl annotate tenant <name> tenants.neurallog.io/reconcile=$(date +%s)
+    --overwrite`)."""
     metadata = body["metadata"]
     name, generation = metadata["name"], int(metadata.get("generation", 0))
     previous = current_status(body)
     spec, namespace = await prepare(context, body, previous, retry)
+    request = reconcile_request(body)
+    if request and request != previous.last_handled_reconcile_at:
+        message = f"{RECONCILE_ANNOTATION} set; installing again"
+        context.events.post(body, "Normal", "ReconcileRequested", message)
+        force = True
+    else:
+        request = ""
     values = spec.to_values()
     wanted = desired_hash(values, context.fingerprint)
 
@@ -204,7 +225,12 @@ async def reconcile(
             "message": f"putting back: {drift}" if drift else f"{action} in progress",
         }
     )
-    await context.reporter.report(name, release=installing, observed_generation=previous.observed_generation)
+    await context.reporter.report(
+        name,
+        release=installing,
+        observed_generation=previous.observed_generation,
+        handled_request=request or None,
+    )
     context.events.post(body, "Normal", "Installing", f"Installing release {name} into {namespace}")
     try:
         await grant_access(context, namespace)

@@ -158,14 +158,30 @@ class Reporter:
         return self._locks.setdefault(name, asyncio.Lock())
 
     async def report(
-        self, name: str, *, release: ReleaseStatus | None = None, observed_generation: int | None = None
+        self,
+        name: str,
+        *,
+        release: ReleaseStatus | None = None,
+        observed_generation: int | None = None,
+        handled_request: str | None = None,
     ) -> TenantStatus | None:
-        """Report now, with the release and generation of a reconciliation when given; the status written."""
+        """Report now, with the release and generation of a reconciliation when given (and the reconcile
+        request it acts on); the status written."""
         async with self._lock(name):
-            return await self._report(name, release=release, observed_generation=observed_generation)
+            return await self._report(
+                name,
+                release=release,
+                observed_generation=observed_generation,
+                handled_request=handled_request,
+            )
 
     async def _report(
-        self, name: str, *, release: ReleaseStatus | None = None, observed_generation: int | None = None
+        self,
+        name: str,
+        *,
+        release: ReleaseStatus | None = None,
+        observed_generation: int | None = None,
+        handled_request: str | None = None,
     ) -> TenantStatus | None:
         self._began[name] = asyncio.get_running_loop().time()
         tenant = self.cache.tenant(name)
@@ -194,6 +210,7 @@ class Reporter:
             redis=redis,
             missing_refs=missing,
             isolated=spec is None or spec.network_policy.enabled,
+            handled_request=handled_request,
         )
         status = tenant_status(seen, previous, datetime.now(UTC).replace(microsecond=0))
         if not same_status(status, previous) or not reported(tenant):

@@ -163,6 +163,7 @@ class Observation:
     redis: WorkloadStatus
     missing_refs: Sequence[str] = ()
     isolated: bool = True  # spec.networkPolicy.enabled
+    handled_request: str | None = None  # the reconcile annotation's value being acted on, if one is
 
 
 def _phase(seen: Observation) -> tuple[Phase, str, str]:
@@ -285,6 +286,7 @@ def tenant_status(seen: Observation, previous: TenantStatus, now: datetime) -> T
         observed_generation=seen.observed_generation,
         conditions=conditions,
         release=seen.release,
+        last_handled_reconcile_at=seen.handled_request or previous.last_handled_reconcile_at,
     )
 
 

@@ -16,7 +16,15 @@ from tenant_operator.context import MEMO_KEY, Context
 from tenant_operator.flux import FORCE_AT, GENERATION_ANNOTATION, HASH_ANNOTATION, REQUESTED_AT, Flux
 from tenant_operator.release import HelmError, desired_hash, refusal
 from tenant_operator.schema import RENDERED_POLICIES
-from tests.unit.test_reconcile import FakeHelm, FakeKube, World, owned_namespace, tenant, values
+from tests.unit.test_reconcile import (
+    FakeHelm,
+    FakeKube,
+    World,
+    delete_until_done,
+    owned_namespace,
+    tenant,
+    values,
+)
 
 FLUX = {"backend": "flux", "flux_source_name": "neurallog", "flux_source_namespace": "flux-system"}
 KEY = ("tenant-acme", "acme")
@@ -422,7 +430,7 @@ def test_deletion_deletes_the_helm_release_and_waits_for_flux_to_uninstall(
     assert world.reporter.forgotten == []
 
     del world.kube.helm_releases[KEY]  # Flux uninstalled the release and let the HelmRelease go
-    asyncio.run(deletion.delete(context, tenant()))
+    delete_until_done(context, tenant())
     assert "tenant-acme" not in world.kube.namespaces
     assert [reason for _, reason in world.events.posted][-2:] == ["DeletingNamespace", "Deleted"]
     assert world.reporter.forgotten == ["acme"]
@@ -488,7 +496,7 @@ def test_the_helm_backend_takes_a_release_back_before_uninstalling_it() -> None:
     world.helm.calls = world.kube.calls
     world.kube.namespaces["tenant-acme"] = owned_namespace()
     world.kube.helm_releases[KEY] = helm_release_of(2)
-    asyncio.run(deletion.delete(world.context(), tenant()))
+    delete_until_done(world.context(), tenant())
     assert world.kube.calls == ["patch-helmrelease", "delete-helmrelease", "uninstall"]
     assert isinstance(world.kube, RecordingKube)
     assert world.kube.patches == [("tenant-acme", "acme", HAND_BACK)]

@@ -138,11 +138,19 @@ class FakeCache:
 class FakeReporter:
     reports: list[tuple[str, ReleaseStatus | None, int | None]] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    handled_requests: list[str] = field(default_factory=list)
 
     async def report(
-        self, name: str, *, release: ReleaseStatus | None = None, observed_generation: int | None = None
+        self,
+        name: str,
+        *,
+        release: ReleaseStatus | None = None,
+        observed_generation: int | None = None,
+        handled_request: str | None = None,
     ) -> None:
         self.reports.append((name, release, observed_generation))
+        if handled_request is not None:
+            self.handled_requests.append(handled_request)
 
     def forget(self, name: str) -> None:
         self.forgotten.append(name)
@@ -319,11 +327,33 @@ def test_a_namespace_of_another_tenant_is_not_taken() -> None:
     assert world.helm.upgrades == []
 
 
-def test_deletion_uninstalls_deletes_and_waits_for_the_namespace() -> None:
+def delete_until_done(context: Context, body: Mapping[str, Any], attempts: int = 10) -> list[float]:
+    """deletion.delete tried again as the work queue does while it waits for the namespace; the delays
+    asked for on the way."""
+    delays: list[float] = []
+    for _ in range(attempts):
+        try:
+            asyncio.run(deletion.delete(context, body))
+            return delays
+        except kopf.TemporaryError as error:
+            assert "waiting for namespace tenant-acme to be deleted" in str(error)
+            delays.append(float(error.delay or 0))
+    raise AssertionError(f"not done after {attempts} attempts")
+
+
+@pytest.mark.parametrize(
+    ("watched", "delay"), [(False, 0.01), (True, deletion.WATCHED_NAMESPACE_RECHECK_SECONDS)]
+)
+def test_deletion_uninstalls_deletes_and_waits_for_the_namespace(watched: bool, delay: float) -> None:
+    """Each attempt returns at once; while the namespace is there it asks to be tried again: soon when the
+    namespaces' watch does not follow it, else seldom (the namespace's deletion wakes it: work.py)."""
     world = World()
     world.kube.namespaces["tenant-acme"] = owned_namespace()
     world.kube.disappear_after = 3
-    asyncio.run(deletion.delete(world.context(), tenant()))
+    context = world.context()
+    cast(FakeCache, context.cache).watches_namespaces = watched
+    delays = delete_until_done(context, tenant())
+    assert delays == [delay] * 4, "deleted, then three reads of it still there"
     assert world.helm.uninstalls == ["acme"]
     assert "tenant-acme" not in world.kube.namespaces
     assert [reason for _, reason in world.events.posted] == ["Uninstalled", "DeletingNamespace", "Deleted"]
