@@ -158,11 +158,11 @@ class Elector:
                         "leader election: %s holds Lease %s/%s", self.me, self.api.namespace, self.api.name
                     )
                     return True
+                if not standing_by:
+                    logger.info("leader election: another replica holds the Lease; standing by")
+                    standing_by = True
             except UNREACHABLE as error:
                 logger.warning("leader election: could not read or write the Lease: %s", reason(error))
-            if not standing_by:
-                logger.info("leader election: another replica holds the Lease; standing by")
-                standing_by = True
             time.sleep(self.timing.retry_seconds)
         return False
 

@@ -189,8 +189,7 @@ class Reporter:
         release = release or held_release
         observed_generation = held_generation if observed_generation is None else observed_generation
         if tenant is None:
-            self.forget(name)
-            self._unseen[name] = (release, observed_generation)
+            self._missed(name, release, observed_generation)
             return None
         previous = current_status(tenant)
         metadata = tenant["metadata"]
@@ -250,6 +249,12 @@ class Reporter:
         if missing:
             loop = asyncio.get_running_loop()
             self._rechecks[name] = loop.call_later(self.secret_recheck_seconds, self.request, name)
+
+    def _missed(self, name: str, release: ReleaseStatus | None, observed_generation: int | None) -> None:
+        """A report found no Tenant `name` in the cache: what is kept about it goes, but what the report was
+        given to write is held until the watch brings the Tenant (`tenant_seen`)."""
+        self.forget(name)
+        self._unseen[name] = (release, observed_generation)
 
     def forget(self, name: str) -> None:
         """The tenant is gone: drop what is kept about it."""

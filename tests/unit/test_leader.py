@@ -1,10 +1,12 @@
 """Leader election on a Lease, against an in-memory Lease with the API server's optimistic concurrency."""
 
 import copy
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
 import urllib3
 
 from tenant_operator import leader
@@ -174,10 +176,14 @@ def test_a_holder_whose_api_server_is_unreachable_gives_up_after_the_deadline() 
     mine.release()  # nothing to give up where nothing answers: no error either
 
 
-def test_a_standby_waits_through_an_unreachable_api_server() -> None:
+def test_a_standby_waits_through_an_unreachable_api_server(caplog: pytest.LogCaptureFixture) -> None:
     lease = UnreachableLease()
     timer = threading.Timer(0.05, lease.back.set)
     timer.start()
-    assert elector(lease, "a").acquire(threading.Event())
+    with caplog.at_level(logging.INFO, logger=leader.__name__):
+        assert elector(lease, "a").acquire(threading.Event())
     timer.join()
     assert lease.lease is not None and lease.lease["spec"]["holderIdentity"] == "a"
+    said = caplog.text
+    assert "could not read or write the Lease" in said
+    assert "another replica holds the Lease" not in said, "no replica held it: nothing answered"
