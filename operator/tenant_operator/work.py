@@ -38,6 +38,8 @@ FINALIZER = f"{GROUP}/finalizer"
 # A finalizer patch refused because the Tenant changed meanwhile is tried again this soon (the watch brings
 # the newer Tenant first, almost always).
 CONFLICT_RETRY_SECONDS = 0.5
+# How long a stopping operator lets the Tenants under way finish (within a pod's 30 s of grace by default).
+STOP_GRACE_SECONDS = 20.0
 
 
 def finalizers(tenant: Mapping[str, Any]) -> list[str]:
@@ -71,17 +73,24 @@ class Work:
     _asked: dict[str, tuple[int, str, bool]] = field(default_factory=dict)  # name -> `wanted` last queued
     _deleted: set[str] = field(default_factory=set)  # deletion.delete done; the finalizer's removal left
     _tasks: list["asyncio.Task[None]"] = field(default_factory=list)
+    _stopping: bool = False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._work(), name=f"tenant-worker-{n}") for n in range(self.workers)]
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """No new go at any Tenant; the ones under way may finish within `grace_seconds` (a release being
+        installed, most of all), then they are cancelled."""
+        self._stopping = True
+        self._wake.set()
         for handle in self._later.values():
             handle.cancel()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # -- what queues a Tenant -----------------------------------------------------------------------------
 
@@ -138,9 +147,11 @@ class Work:
 
     async def _work(self) -> None:
         while True:
-            while not self._ready:
+            while not self._ready and not self._stopping:
                 self._wake.clear()
                 await self._wake.wait()
+            if self._stopping:
+                return
             name = self._ready.popleft()
             self._queued.discard(name)
             self._running.add(name)

@@ -353,3 +353,27 @@ def test_a_tenant_that_leaves_the_watch_is_forgotten(monkeypatch: pytest.MonkeyP
         await queue.stop()
 
     run(scenario)
+
+
+def test_stopping_lets_the_tenants_under_way_finish_and_starts_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    setup = Setup()
+    finished: list[str] = []
+
+    async def scenario() -> None:
+        async def installing(name: str, retry: int) -> None:
+            await asyncio.sleep(0.1 if name == "quick" else 10)
+            finished.append(name)
+
+        setup.reconciles.then = installing
+        queue = setup.work(monkeypatch, workers=2)
+        queue.start()
+        for name in ("quick", "slow", "waiting"):
+            setup.put(queue, tenant(name, finalizers=[FINALIZER]))
+        await settle()
+        await queue.stop(grace_seconds=0.3)
+        assert finished == ["quick"], "the quick one finished, the slow one was cancelled"
+        assert [name for name, _ in setup.reconciles.calls] == ["quick", "slow"], "none started after"
+
+    run(scenario)
