@@ -1021,12 +1021,20 @@ def run_once(
 
 
 def restart_phase(contestant: Contestant) -> dict[str, Any]:
-    """The restart's time, and the Helm commands of the new process (by command: a release is an upgrade)."""
+    """The restart's time, the Helm commands of the new process (by command: a release is an upgrade) and its
+    peak memory (VmHWM: listing every kind of N tenants at once is where a new process peaks)."""
     seconds = contestant.restart()
     if seconds is None:
         return {}
     commands = {command: calls for command, calls in contestant.helm_commands().items() if calls}
-    return {"seconds": seconds, "helm_calls": contestant.helm_calls(), "helm_commands": commands}
+    pid = contestant.main_pid()
+    peak = vm_hwm_bytes(pid) / 2**20 if pid else None
+    return {
+        "seconds": seconds,
+        "helm_calls": contestant.helm_calls(),
+        "helm_commands": commands,
+        "peak_mib": peak,
+    }
 
 
 def idle_phase(contestant: Contestant, seconds: float) -> dict[str, Any]:
@@ -1154,6 +1162,7 @@ def report(runs: list[Run], arguments: argparse.Namespace, about: dict[str, str]
                     f"- {run.contestant}, N={run.n}: restart — every tenant known Running again after "
                     f"{run.restart['seconds']:.1f} s, Helm calls of the new process: "
                     f"{run.restart['helm_calls']:.0f} {run.restart.get('helm_commands') or ''}"
+                    + (f", peak memory {peak:.0f} MiB" if (peak := run.restart.get("peak_mib")) else "")
                 )
             if run.idle:
                 idle = run.idle

@@ -85,7 +85,33 @@ def test_a_listing_in_pages_is_kept_trimmed_and_says_its_kind() -> None:
     assert all(call["label_selector"] == "app=x" for call in api.calls)
     assert kind.replace(items) == []
     assert set(kind.store) == {"tenant-a", "tenant-b"}
-    assert kind.store["tenant-a"]["server"] == trim_workload(items[0])
+    assert kind.store["tenant-a"]["server"] == trim_workload(deployment("tenant-a", "server", 5))
+
+
+def test_what_is_kept_of_an_object_is_what_the_store_and_the_callback_read() -> None:
+    written_by = [
+        {"manager": "helm", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kube-controller-manager", "subresource": "status", "fieldsV1": {"f:status": {}}},
+    ]
+    whole = deployment("tenant-a", "server", 5) | {"apiVersion": "apps/v1"}
+    whole["metadata"] |= {"managedFields": written_by, "uid": "u", "labels": {"app": "server"}}
+    whole["spec"] |= {"template": {"spec": {"containers": [{"name": "server", "image": "server:1"}]}}}
+    kind = Kind("deployments", "Deployment", FakeApi([[whole]]), "", lambda *_: None, trim_workload)
+
+    slim = kind.slim(whole)
+    assert slim["kind"] == "Deployment"
+    assert slim["metadata"]["namespace"] == "tenant-a"
+    assert slim["metadata"]["managedFields"] == [
+        {"manager": "helm"},
+        {"manager": "kube-controller-manager", "subresource": "status"},
+    ]
+    assert "template" not in slim["spec"] and "uid" not in slim["metadata"]
+    assert trim_workload(slim) == trim_workload(whole), "the store keeps the same of the slim object"
+    assert kind.fetch()[0] == [slim]
+    followed = Kind("services", "Service", FakeApi([]), "", lambda *_: None)
+    writers = slim["metadata"]["managedFields"]
+    only_followed = {"namespace": "tenant-a", "name": "server", "managedFields": writers}
+    assert followed.slim(whole) == {"kind": "Service", "metadata": only_followed}
 
 
 def test_every_store_is_full_before_the_first_callback() -> None:
