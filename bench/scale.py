@@ -1161,7 +1161,8 @@ def report(runs: list[Run], arguments: argparse.Namespace, about: dict[str, str]
                 lines.append(
                     f"- {run.contestant}, N={run.n}: restart — every tenant known Running again after "
                     f"{run.restart['seconds']:.1f} s, Helm calls of the new process: "
-                    f"{run.restart['helm_calls']:.0f} {run.restart.get('helm_commands') or ''}"
+                    f"{run.restart['helm_calls']:.0f}"
+                    + (f" {commands}" if (commands := run.restart.get("helm_commands")) else "")
                     + (f", peak memory {peak:.0f} MiB" if (peak := run.restart.get("peak_mib")) else "")
                 )
             if run.idle:

@@ -164,8 +164,8 @@ def test_operator_container(defaults: Manifests) -> None:
     for probe in (manager["livenessProbe"], manager["readinessProbe"]):
         assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert manager["resources"] == {
-        "requests": {"cpu": "100m", "memory": "256Mi"},
-        "limits": {"cpu": "1", "memory": "512Mi"},
+        "requests": {"cpu": "100m", "memory": "192Mi"},
+        "limits": {"cpu": "1", "memory": "384Mi"},
     }
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] > 0
