@@ -26,7 +26,8 @@ PODS = "pods"
 NAMESPACES = "namespaces"
 
 
-def _pick(source: Mapping[str, Any] | None, keys: Iterable[str]) -> Object:
+def pick(source: Mapping[str, Any] | None, keys: Iterable[str]) -> Object:
+    """The entries of `source` (None: none) under `keys`, those it has."""
     return {key: source[key] for key in keys if source is not None and key in source}
 
 
@@ -34,18 +35,18 @@ def trim_tenant(body: Mapping[str, Any]) -> Object:
     """A Tenant as the work queue, the reporter, a reconciliation and the events read it (of its annotations
     only the reconcile request)."""
     kept = ("name", "uid", "generation", "resourceVersion", "deletionTimestamp", "finalizers")
-    metadata = _pick(body.get("metadata"), kept)
-    request = _pick(body.get("metadata", {}).get("annotations"), (RECONCILE_ANNOTATION,))
+    metadata = pick(body.get("metadata"), kept)
+    request = pick(body.get("metadata", {}).get("annotations"), (RECONCILE_ANNOTATION,))
     if request:
         metadata["annotations"] = request
-    return {**_pick(body, ("apiVersion", "kind", "spec", "status")), "metadata": metadata}
+    return {**pick(body, ("apiVersion", "kind", "spec", "status")), "metadata": metadata}
 
 
 def trim_workload(body: Mapping[str, Any]) -> Object:
     """A Deployment or StatefulSet as `status.workload_status` reads it."""
     return {
-        "metadata": _pick(body.get("metadata"), ("name", "generation", "labels")),
-        "spec": _pick(body.get("spec"), ("replicas",)),
+        "metadata": pick(body.get("metadata"), ("name", "generation", "labels")),
+        "spec": pick(body.get("spec"), ("replicas",)),
         "status": dict(body.get("status") or {}),
     }
 
@@ -53,8 +54,8 @@ def trim_workload(body: Mapping[str, Any]) -> Object:
 def trim_pod(body: Mapping[str, Any]) -> Object:
     """A pod as `status.pod_problem` and `status.pods_of` read it."""
     return {
-        "metadata": _pick(body.get("metadata"), ("name", "labels")),
-        "status": _pick(
+        "metadata": pick(body.get("metadata"), ("name", "labels")),
+        "status": pick(
             body.get("status"),
             ("phase", "message", "conditions", "containerStatuses", "initContainerStatuses"),
         ),
@@ -64,7 +65,7 @@ def trim_pod(body: Mapping[str, Any]) -> Object:
 def trim_namespace(body: Mapping[str, Any]) -> Object:
     """A tenant namespace as a reconciliation reads it (reconcile.ensure_namespace)."""
     kept = ("name", "labels", "annotations", "ownerReferences", "deletionTimestamp")
-    return {"metadata": _pick(body.get("metadata"), kept)}
+    return {"metadata": pick(body.get("metadata"), kept)}
 
 
 def _version(obj: Mapping[str, Any] | None) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes.watch.watch import iter_resp_lines
 
 from tenant_operator import metrics
+from tenant_operator.cache import pick
 from tenant_operator.kube import RateLimit
 
 logger = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)  # after failed requests in a row; the
 
 class ExpiredError(Exception):
     """The server can no longer resume the watch from the version given (410): list again."""
-
-
-def _pick(source: Mapping[str, Any], keys: tuple[str, ...]) -> Object:
-    return {key: source[key] for key in keys if key in source}
 
 
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -93,9 +90,9 @@ class Kind:
         metadata = _metadata(obj)
         kept = self.trim(obj) if self.trim is not None else {}
         kept["kind"] = self.kind
-        kept["metadata"] = {**kept.get("metadata", {}), **_pick(metadata, ("namespace", "name"))}
+        kept["metadata"] = {**kept.get("metadata", {}), **pick(metadata, ("namespace", "name"))}
         if "managedFields" in metadata:
-            writers = [_pick(entry, ("manager", "subresource")) for entry in metadata["managedFields"]]
+            writers = [pick(entry, ("manager", "subresource")) for entry in metadata["managedFields"]]
             kept["metadata"]["managedFields"] = writers
         return kept
 
